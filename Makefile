@@ -1,0 +1,41 @@
+# `make demo` and `make test` work on a fresh machine: each sets up what it needs first.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+PROFILE ?= tiny
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
+
+.PHONY: setup browser test demo ui sql bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	# torch first: the CPU wheel; a plain resolve can pull a multi-GB CUDA build
+	$(VENV)/bin/pip install -q torch==2.13.0
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Headless Debian chromium for the web-UI test (never `playwright install`: no browser downloads here)
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+
+test: setup browser
+	$(PY) -m pytest -q
+
+demo: setup
+	$(PY) -m rift_dagster.demo --profile $(PROFILE)
+
+ui: setup
+	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+
+sql: setup
+	$(PY) -m rift_dagster.sql --profile $(PROFILE)
+
+bench: setup
+	$(PY) benchmarks/bench_memory.py
+	$(PY) benchmarks/bench_labelling.py
+	$(PY) benchmarks/bench_tiny_profile.py
+
+clean:
+	rm -rf data/tiny data/smoke .dagster_home/storage .dagster_home/logs .dagster_home/history

@@ -1,0 +1,1 @@
+"""RIFT core: data, generation, rewards, losses, trainer and metrics. Never imports dagster."""
