@@ -1,0 +1,62 @@
+"""The RIFT loss family (DESIGN.md section 3) and memory-lean per-token log-probabilities.
+
+Every loss takes `logps` [B, T] (log-probability of each response token), `mask` [B, T] (1 = response token,
+0 = prompt or padding) and `rewards` [B], and returns a scalar to minimise.
+
+Granularity of the reward-weighted terms:
+- "token" (default): each response token is a term; the sum is divided by the number of response tokens in the
+  batch (`num_items`: pass the count over the whole accumulated batch, as TRL does for NLL). A negative token's
+  term r * p is bounded in [r, 0] whatever the model does.
+- "sequence": Eq. 5 read literally, one term per sample, log pi(y|x) = sum_t logp for positives and
+  pi(y|x) = exp(sum_t logp) for negatives, divided by the number of samples. On long responses exp(sum logp)
+  underflows to 0, so negatives stop contributing gradient: faithful to the equation, weak in practice.
+- "sequence_geomean": the length-normalised variant, mean_t logp for positives and exp(mean_t logp) (the
+  geometric-mean token probability) for negatives; negatives keep a gradient on long responses.
+"""
+import torch
+
+GRANULARITIES = ("token", "sequence", "sequence_geomean")
+
+
+def rift_loss(logps, mask, rewards, granularity: str = "token", num_items=None) -> torch.Tensor:
+    """RIFT: -r * logp for r > 0, -r * exp(logp) for r < 0 (gradient flows through exp), nothing for r == 0."""
+    return _reward_weighted(logps, mask, rewards, granularity, num_items, linear_negatives=True)
+
+
+def naive_loss(logps, mask, rewards, granularity: str = "token", num_items=None) -> torch.Tensor:
+    """Reward-weighted NLL, -r * logp for every sample: unbounded below once r < 0 (paper Theorem 3.2)."""
+    return _reward_weighted(logps, mask, rewards, granularity, num_items, linear_negatives=False)
+
+
+def _reward_weighted(logps, mask, rewards, granularity, num_items, linear_negatives):
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"unknown loss granularity {granularity!r}; expected one of {', '.join(GRANULARITIES)}")
+    mask = mask.bool()
+    logps = logps.masked_fill(~mask, 0.0)  # padding positions may hold anything, even -inf
+    if granularity == "token":
+        terms, count = logps, mask.sum()
+    else:
+        terms = logps.sum(-1)
+        if granularity == "sequence_geomean":
+            terms = terms / mask.sum(-1).clamp(min=1)
+        count = torch.tensor(logps.shape[0], device=logps.device)
+    r = rewards.to(logps.dtype).reshape(-1, *[1] * (terms.dim() - 1))
+    if linear_negatives:
+        terms = torch.where(r < 0, terms.exp(), terms)
+    weighted = r * terms
+    if granularity == "token":
+        weighted = weighted * mask  # exp(0) = 1 on masked positions must not count
+    denominator = count if num_items is None else num_items
+    return -weighted.sum() / torch.as_tensor(denominator, device=logps.device).clamp(min=1)
+
+
+def token_logps(model, input_ids, attention_mask, labels) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probability of each next-token label and the mask of scored positions, both [B, T-1].
+
+    Goes through TRL's fused LM head, which projects and normalises the hidden states in tiles over the vocabulary
+    and recomputes them in backward, so the [B, T, V] logits never exist. `labels` holds -100 where no loss is
+    wanted (prompt, padding). The model must carry that head: SFTTrainer adds it; elsewhere call
+    `trl.trainer.utils.add_fused_lm_head(model)` once.
+    """
+    out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True, use_cache=False)
+    return out.log_probs, out.label_mask
