@@ -1,0 +1,157 @@
+import json
+import os
+import subprocess
+import sys
+import warnings
+
+import polars as pl
+import pytest
+
+from rift_core.data import SCHEMA, SkippedRowsWarning, last_boxed, load_problems
+
+# Rows in ../shared/data (DESIGN.md section 5); seeds/math has two rows with an empty answer.
+REAL = {
+    "gsm8k": 7473, "gsm8k:test": 1319, "math500": 500, "minerva_math": 272, "olympiadbench": 675,
+    "aime24": 30, "amc23": 40, "college_math": 2818,
+}
+
+
+@pytest.mark.parametrize("source", sorted(REAL))
+def test_every_real_file_loads_with_answers(shared_data, source):
+    df = load_problems(source, data_root=str(shared_data))
+    assert df.schema == pl.Schema(SCHEMA)
+    assert df.height == REAL[source]
+    assert df["problem_id"].n_unique() == df.height
+    assert df["question"].str.len_chars().min() > 0 and df["answer"].str.len_chars().min() > 0
+    if source != "minerva_math":  # one minerva box itself holds "$ $"; Qwen keeps minerva answers verbatim
+        assert not df["answer"].str.contains(r"(^|[^\\])\$").any()  # no math-mode `$`; currency `\$` stays
+
+
+def test_real_math_seed_set_reports_its_two_empty_answers(shared_data):
+    with pytest.raises(ValueError, match=r"seeds/math/train.jsonl: line 7037: field 'answer': empty"):
+        load_problems("math", data_root=str(shared_data))
+    with pytest.warns(SkippedRowsWarning) as record:
+        df = load_problems("math", data_root=str(shared_data), skip_bad=True)
+    assert df.height == 7498
+    [w] = record
+    assert [r.split(": ", 1)[1] for r in w.message.rows] == ["line 7037: field 'answer': empty",
+                                                          "line 7437: field 'answer': empty"]
+    # ids keep the record index, so a skipped row never shifts the ids of the rows after it
+    assert df["problem_id"][-1] == "math-train-7499"
+
+
+def test_reference_answers_match_the_qwen_suite(shared_data):
+    root = str(shared_data)
+    gsm = load_problems("gsm8k", data_root=root)
+    row = gsm.row(0, named=True)
+    assert row["answer"] == "72"
+    assert "<<" not in row["solution"] and row["solution"].endswith("$\\boxed{72}$.")
+    assert last_boxed(row["solution"]) == row["answer"]
+    assert "1080" in gsm["answer"].to_list()  # "#### 1,080": thousands separators dropped
+    assert load_problems("amc23", data_root=root)["answer"][0] == "27"  # float 27.0 in the file
+    assert load_problems("minerva_math", data_root=root)["answer"][:3].to_list() == ["1.6", "4.5e33", "41.8"]
+    oly = load_problems("olympiadbench", data_root=root)
+    assert oly["answer"][:3].to_list() == ["2", "\\frac{1}{2 n+2}", "2^{1009}"]
+    assert oly["answer"][13] == "69,84"  # ["$69$,$84$"]
+    assert load_problems("college_math", data_root=root)["answer"][0] == "10-4 n"  # "$10-4 n$"
+    m500 = load_problems("math500", data_root=root)
+    assert (m500["answer"] == m500["solution"].map_elements(last_boxed, return_dtype=pl.String)).mean() > 0.95
+    assert load_problems("aime24", data_root=root)["answer"][7] == "025"
+
+
+def test_seeded_subset_is_random_stable_and_seed_dependent(shared_data):
+    a = load_problems("gsm8k", data_root=str(shared_data), limit=100, seed=0)
+    b = load_problems("gsm8k", data_root=str(shared_data), limit=100, seed=0)
+    c = load_problems("gsm8k", data_root=str(shared_data), limit=100, seed=1)
+    assert a.equals(b) and not a.equals(c)
+    ids = [int(i.rsplit("-", 1)[1]) for i in a["problem_id"]]
+    assert ids == sorted(ids) and ids[-1] > 1000  # a sample across the file, not its head
+
+
+def test_last_boxed():
+    assert last_boxed(r"first \boxed{1}, then \boxed{\frac{1}{2}} done") == r"\frac{1}{2}"
+    assert last_boxed(r"$\boxed{\{1,2\}}$") == r"\{1,2\}"
+    assert last_boxed(r"so \fbox{x+1}") == "x+1"
+    assert last_boxed(r"the answer is $\boxed 5$.") == "5"
+    assert last_boxed(r"\boxed{12") is None  # cut off
+    assert last_boxed("no box") is None and last_boxed(r"\boxed{}") is None and last_boxed(None) is None
+    assert last_boxed("{" * 100_000 + r"\boxed{" + "{" * 100_000) is None
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.parametrize("bad, message", [
+    ('{"question": "1+1?", "answer": ', "line 2: malformed JSON"),
+    ({"question": "1+1?"}, "line 2: field 'answer': missing"),
+    ({"question": "1+1?", "answer": "  "}, "line 2: field 'answer': empty"),
+    ({"question": "", "answer": "2"}, "line 2: field 'question': empty"),
+    ({"question": "1+1?", "answer": ["2"]}, "line 2: field 'answer': expected text, got list"),
+    ("[1, 2]", "line 2: expected a JSON object"),
+])
+def test_bad_rows_name_file_line_and_field(tmp_path, bad, message):
+    path = write_jsonl(tmp_path / "p.jsonl", [{"question": "2+2?", "answer": "4"}, bad, {"question": "3+3?", "answer": 6}])
+    with pytest.raises(ValueError, match=f"{path}: {message}"):
+        load_problems(str(path))
+    with pytest.warns(SkippedRowsWarning, match="skipped 1 bad row") as record:
+        df = load_problems(str(path), skip_bad=True)
+    assert df["problem_id"].to_list() == ["p-0", "p-2"] and df["answer"].to_list() == ["4", "6"]
+    assert record[0].message.rows[0].startswith(f"{path}: {message}")
+
+
+def test_duplicate_ids_and_explicit_fields(tmp_path):
+    rows = [{"uid": "a", "prompt": "Q1", "sol": "so \\boxed{7}"}, {"uid": "b", "prompt": "Q2", "sol": "\\boxed{8}"},
+            {"uid": "a", "prompt": "Q3", "sol": "\\boxed{9}"}]
+    path = write_jsonl(tmp_path / "mine.jsonl", rows)
+    kw = dict(question_field="prompt", answer_from_boxed="sol", solution_field="sol")
+    with pytest.raises(ValueError, match=r"line 3: field 'uid': duplicate id 'mine-a' \(first at line 1\)"):
+        load_problems(str(path), id_field="uid", **kw)
+    with pytest.warns(SkippedRowsWarning):
+        df = load_problems(str(path), id_field="uid", skip_bad=True, **kw)
+    assert df.select("problem_id", "question", "answer").rows() == [("mine-a", "Q1", "7"), ("mine-b", "Q2", "8")]
+    assert df["solution"][0] == "so \\boxed{7}"
+    with pytest.raises(ValueError, match=r"line 1: field 'question': missing \(row has 'uid', 'prompt', 'sol'\)"):
+        load_problems(str(path))
+
+
+def test_json_and_parquet_files(tmp_path):
+    rows = [{"problem": "Find x.", "solution": "x is \\boxed{3}."}, {"problem": "Find y.", "solution": "\\boxed{4}"}]
+    (tmp_path / "p.json").write_text(json.dumps(rows))
+    pl.DataFrame(rows).write_parquet(tmp_path / "p.parquet")
+    for name in ("p.json", "p.parquet"):  # no answer field: the last \boxed{} of the solution
+        df = load_problems(str(tmp_path / name))
+        assert df.select("problem_id", "answer").rows() == [("p-0", "3"), ("p-1", "4")]
+    (tmp_path / "q.json").write_text(json.dumps([{"problem": "P", "solution": "no box"}]))
+    with pytest.raises(ValueError, match=r"q.json: record 1: field 'solution': holds no \\boxed\{\} answer"):
+        load_problems(str(tmp_path / "q.json"))
+
+
+def test_unknown_sources_say_what_is_expected(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.jsonl not found"):
+        load_problems(str(tmp_path / "missing.jsonl"))
+    with pytest.raises(ValueError, match="unknown problem source 'nope'"):
+        load_problems("nope")
+    with pytest.raises(ValueError, match="math500 has no split 'train'"):
+        load_problems("math500:train")
+    with pytest.raises(FileNotFoundError, match="set data_root"):
+        load_problems("gsm8k", data_root=str(tmp_path))
+
+
+def test_hub_dataset_offline_error_is_clear():
+    # HF_HUB_OFFLINE makes datasets fail at once instead of retrying the network for ~30 s.
+    code = ("from rift_core.data import load_problems\n"
+            "try:\n    load_problems('AI-MO/NuminaMath-CoT')\n"
+            "except ConnectionError as e:\n    print('ERR', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"}).stdout
+    assert "ERR could not load 'AI-MO/NuminaMath-CoT' (split 'train') from the Hugging Face hub" in out
+    assert "pass a local .jsonl/.json/.parquet path instead" in out
+
+
+def test_toy_source_dispatches_to_the_toy_task():
+    toy = pytest.importorskip("rift_core.toy")
+    df = load_problems("toy:seed", limit=5, seed=3)
+    assert df.height == 5 and {"problem_id", "question", "answer"} <= set(df.columns)
+    assert df.equals(toy.problems("seed", n=5, seed=3))
