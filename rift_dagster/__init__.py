@@ -1,0 +1,1 @@
+"""Dagster definitions for RIFT: thin assets over `rift_core`, SQL over what they write."""

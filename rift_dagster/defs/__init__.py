@@ -1,0 +1,1 @@
+"""One module per domain; `rift_dagster.definitions` gathers them."""

@@ -1,0 +1,92 @@
+"""Benchmarks and scores: Mean@k / Pass@k of the base model and of every checkpoint (Tables 2/3/5)."""
+import time
+
+import dagster as dg
+
+from rift_dagster.defs import checks
+from rift_dagster.defs.problems import base_model, base_model_info
+from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash, read_json
+from rift_dagster.defs.training import METHODS, checkpoints
+
+model_partitions = dg.StaticPartitionsDefinition(["base", *METHODS])
+
+
+@dg.asset(group_name="evaluation", kinds={"parquet"})
+def benchmarks(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftStorage) -> dg.MaterializeResult:
+    """The profile's evaluation sets (paper: GSM8K, MATH-500, Minerva Math, OlympiadBench, AIME24,
+    AMC23, College Math), one Parquet file each, with the profile's per-benchmark limit applied."""
+    import polars as pl
+    from rift_core.data import load_problems
+    from rift_core.stats import to_markdown
+
+    p = rift.load()
+    limit = p.evaluation.get("limit")
+    counts = []
+    for name in p.benchmarks:
+        df = load_problems(name, data_root=p.data_root, limit=limit, seed=p.seed)
+        storage.write(df.with_columns(pl.lit(name).alias("benchmark")), p.name, f"benchmarks/{name}.parquet")
+        counts.append({"benchmark": name, "problems": len(df)})
+    storage.record_run(context, p.name, path=storage.root(p.name) / "benchmarks")
+    storage.publish_views(p.name)
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": sum(c["problems"] for c in counts),
+        "benchmarks": dg.MetadataValue.md(to_markdown(pl.DataFrame(counts))),
+    })
+
+
+def results_markdown(storage: RiftStorage, profile) -> dict:
+    """The paper-shaped Mean@k / Pass@k tables over every model scored so far."""
+    import polars as pl
+    from rift_core.evaluate import results_tables
+    from rift_core.stats import to_markdown
+
+    files = sorted((storage.root(profile.name) / "scores").glob("*.parquet"))
+    scores = pl.concat([pl.read_parquet(f) for f in files], how="vertical_relaxed")
+    mean, pas = results_tables(scores)
+    return {"mean_at_k": to_markdown(mean), "pass_at_k": to_markdown(pas)}
+
+
+@dg.asset(
+    group_name="evaluation", partitions_def=model_partitions, kinds={"pytorch", "parquet"},
+    deps=[base_model, benchmarks,
+          dg.AssetDep(checkpoints, partition_mapping=dg.StaticPartitionMapping({m: m for m in METHODS}))],
+    check_specs=[dg.AssetCheckSpec("scores_valid", asset="benchmark_scores")],
+)
+def benchmark_scores(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftStorage):
+    """Mean@k and Pass@k on every benchmark for the base model (`base`) or one method's checkpoint."""
+    import polars as pl
+    from rift_core.evaluate import evaluate
+    from rift_core.stats import to_markdown
+
+    key = context.partition_key
+    p = rift.load()
+    root = storage.root(p.name)
+    base = base_model_info(storage, p)
+    if key == "base":
+        model, lineage = base["path"], {}
+    else:
+        model = str(root / "checkpoints" / key)
+        if not (root / "checkpoints" / key / "rift_run.json").exists():
+            raise dg.Failure(f"checkpoints[{key}] is not materialised yet (no {model}/rift_run.json)")
+        lineage = {"checkpoint_hash": file_hash(model), "buffer_hash": file_hash(root / "labels.parquet")}
+    bench = {f.stem: pl.read_parquet(f) for f in sorted((root / "benchmarks").glob("*.parquet"))}
+    start = time.time()
+    eval_kwargs = {k: v for k, v in p.evaluation.items() if k != "limit"}
+    scores = evaluate(model, bench, **eval_kwargs).with_columns(pl.lit(key).alias("model"))
+    path = storage.write(scores, p.name, f"scores/{key}.parquet")
+    lineage = {**lineage, "base_model_hash": base["hash"]}
+    storage.record_run(context, p.name, path=path, method=key, **lineage)
+    storage.publish_views(p.name)
+    tables = results_markdown(storage, p)
+    summary = scores.select("benchmark", "k", "mean_at_k", "pass_at_k", "n_problems", "extraction_failure_rate")
+    yield dg.MaterializeResult(metadata={
+        "scores": dg.MetadataValue.md(to_markdown(summary)),
+        "avg_mean_at_k": round(float(scores["mean_at_k"].mean()), 4),
+        "avg_pass_at_k": round(float(scores["pass_at_k"].mean()), 4),
+        "all_models_mean_at_k": dg.MetadataValue.md(tables["mean_at_k"]),
+        "all_models_pass_at_k": dg.MetadataValue.md(tables["pass_at_k"]),
+        "model_path": dg.MetadataValue.path(model),
+        "duration_s": round(time.time() - start, 2),
+        **lineage,
+    })
+    yield checks.scores_valid(scores, list(bench))

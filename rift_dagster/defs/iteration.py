@@ -1,0 +1,104 @@
+"""The paper's iterative protocol (Table 11): sample a new round of rollouts from the latest RIFT
+checkpoint, label them, retrain. Each round is a dynamic partition (`1`, `2`, ...) written under
+`rounds/round=<n>/`, so every earlier round stays on disk and in SQL (`round_labels`, `round_rollouts`)."""
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from rift_dagster.defs import checks
+from rift_dagster.defs.generation import rollout_metadata, sample
+from rift_dagster.defs.problems import seed_problems
+from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash
+from rift_dagster.defs.rewards import label, label_metadata
+from rift_dagster.defs.training import checkpoints, train
+
+round_partitions = dg.DynamicPartitionsDefinition(name="round")
+
+
+def round_dir(storage: RiftStorage, profile, key: str) -> Path:
+    return storage.root(profile.name) / "rounds" / f"round={key}"
+
+
+def source_model(storage: RiftStorage, profile, key: str) -> Path:
+    """The newest RIFT checkpoint before round `key`: an earlier round's, else checkpoints[rift]."""
+    n = int(key)
+    for earlier in range(n - 1, 0, -1):
+        ckpt = round_dir(storage, profile, str(earlier)) / "checkpoint"
+        if (ckpt / "rift_run.json").exists():
+            return ckpt
+    ckpt = storage.root(profile.name) / "checkpoints" / "rift"
+    if not (ckpt / "rift_run.json").exists():
+        raise dg.Failure(f"round {key} starts from a RIFT checkpoint, but checkpoints[rift] is not materialised ({ckpt})")
+    return ckpt
+
+
+@dg.asset(
+    group_name="iteration", partitions_def=round_partitions, kinds={"pytorch", "parquet"},
+    deps=[seed_problems, dg.AssetDep(checkpoints, partition_mapping=dg.SpecificPartitionsPartitionMapping(["rift"]))],
+)
+def round_rollouts(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftStorage) -> dg.MaterializeResult:
+    """Rollouts of one round, sampled from the latest RIFT checkpoint with a round-specific seed."""
+    key = context.partition_key
+    if not key.isdigit() or int(key) < 1:
+        raise dg.Failure(f"round partition keys are 1, 2, ...; got {key!r}")
+    p = rift.load()
+    p.seed = p.seed + int(key)  # fresh samples each round, reproducible per round
+    model = source_model(storage, p, key)
+    out = round_dir(storage, p, key)
+    start = time.time()
+    df = sample(p, str(model), storage.root(p.name) / "problems.parquet", out / "chunks")
+    path = storage.write(df, p.name, f"rounds/round={key}/rollouts.parquet")
+    storage.record_run(context, p.name, path=path, source_model=model, checkpoint_hash=file_hash(model))
+    storage.publish_views(p.name)
+    return dg.MaterializeResult(metadata={**rollout_metadata(df, path, time.time() - start),
+                                          "source_model": dg.MetadataValue.path(str(model))})
+
+
+@dg.asset(
+    group_name="iteration", partitions_def=round_partitions, deps=[round_rollouts], kinds={"parquet"},
+    check_specs=[dg.AssetCheckSpec("labels_complete", asset="round_labels")],
+)
+def round_labels(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftStorage):
+    """Reward labels of one round, with Table 1 / Table 4 for it."""
+    import polars as pl
+    from rift_core.stats import buffer_table, mixed_table, to_markdown
+
+    key = context.partition_key
+    p = rift.load()
+    start = time.time()
+    roll = pl.read_parquet(round_dir(storage, p, key) / "rollouts.parquet")
+    labels = label(rift, p, roll)
+    path = storage.write(labels, p.name, f"rounds/round={key}/labels.parquet")
+    storage.record_run(context, p.name, path=path, buffer_hash=file_hash(path))
+    storage.publish_views(p.name)
+    yield dg.MaterializeResult(metadata={
+        **label_metadata(labels, path, time.time() - start),
+        "table1": dg.MetadataValue.md(to_markdown(buffer_table(labels))),
+        "table4": dg.MetadataValue.md(to_markdown(mixed_table(labels))),
+    })
+    yield checks.labels_complete(roll, labels)
+
+
+@dg.asset(
+    group_name="iteration", partitions_def=round_partitions, deps=[round_labels], kinds={"pytorch"},
+    check_specs=[dg.AssetCheckSpec("loss_finite", asset="round_checkpoint")],
+)
+def round_checkpoint(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftStorage):
+    """RIFT retrained on this round's buffer, starting from the checkpoint that sampled it."""
+    key = context.partition_key
+    p = rift.load()
+    out = round_dir(storage, p, key)
+    model = source_model(storage, p, key)
+    start = time.time()
+    run = train(context, rift, p, "rift", str(model), out / "labels.parquet", out / "checkpoint")
+    digest = file_hash(out / "checkpoint")
+    storage.record_run(context, p.name, path=out / "checkpoint", checkpoint_hash=digest,
+                       buffer_hash=file_hash(out / "labels.parquet"), source_model=model, method="rift")
+    storage.publish_views(p.name)
+    yield dg.MaterializeResult(metadata={
+        "path": dg.MetadataValue.path(str(out / "checkpoint")), "checkpoint_hash": digest,
+        "source_model": dg.MetadataValue.path(str(model)), "final_loss": str(run.get("final_loss")),
+        "duration_s": round(time.time() - start, 2),
+    })
+    yield checks.loss_finite(run)

@@ -1,0 +1,67 @@
+"""Seed problems (the prompts rollouts are sampled on) and the base model that samples them."""
+import time
+
+import dagster as dg
+
+from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash, read_json, write_json
+
+
+@dg.asset(group_name="problems", kinds={"polars", "parquet"})
+def seed_problems(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftStorage) -> dg.MaterializeResult:
+    """The profile's seed problems with reference answers (paper: 3,000 random MATH problems)."""
+    from rift_core.data import load_problems
+    from rift_core.stats import to_markdown
+
+    p = rift.load()
+    start = time.time()
+    df = load_problems(p.seeds, data_root=p.data_root, limit=p.n_seeds, seed=p.seed)
+    path = storage.write(df, p.name, "problems.parquet")
+    digest = file_hash(path)
+    storage.record_run(context, p.name, path=path, content_hash=digest)
+    storage.publish_views(p.name)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(df),
+            "source": p.seeds,
+            "with_solution": int(df["solution"].is_not_null().sum()),
+            "path": dg.MetadataValue.path(str(path)),
+            "content_hash": digest,
+            "duration_s": round(time.time() - start, 2),
+            "preview": dg.MetadataValue.md(to_markdown(df.head(5).select("problem_id", "question", "answer"))),
+        },
+        data_version=dg.DataVersion(digest),
+    )
+
+
+@dg.asset(group_name="problems", deps=[seed_problems], kinds={"pytorch"})
+def base_model(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftStorage) -> dg.MaterializeResult:
+    """The policy rollouts are sampled from: a local path or hub id, or (profile `base_model: toy`) the
+    project's own small arithmetic policy, trained once and reused until its settings change."""
+    p = rift.load()
+    start = time.time()
+    if p.base_model == "toy":
+        from rift_core.toy import ensure_base_policy
+
+        path = str(ensure_base_policy(storage.root(p.name) / "base_model", **p.toy))
+    else:
+        path = p.base_model
+    digest = file_hash(path)
+    write_json(storage.root(p.name) / "base_model.json", {"path": path, "hash": digest})
+    storage.record_run(context, p.name, path=path, base_model_hash=digest)
+    storage.publish_views(p.name)
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(path),
+            "base_model_hash": digest,
+            "duration_s": round(time.time() - start, 2),
+        },
+        data_version=dg.DataVersion(digest),
+    )
+
+
+def base_model_info(storage: RiftStorage, profile) -> dict:
+    """{"path", "hash"} of the materialised base model, for the assets downstream of it."""
+    info = read_json(storage.root(profile.name) / "base_model.json")
+    if not info:
+        raise dg.Failure(f"base_model of profile {profile.name!r} is not materialised yet; materialise it first")
+    return info

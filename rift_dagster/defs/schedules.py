@@ -1,0 +1,37 @@
+"""Jobs and the regeneration schedule (stopped by default: a user turns it on in the UI)."""
+import dagster as dg
+
+from rift_dagster.defs.evaluation import benchmarks
+from rift_dagster.defs.generation import rollouts
+from rift_dagster.defs.iteration import round_checkpoint, round_labels, round_partitions, round_rollouts
+from rift_dagster.defs.problems import base_model, seed_problems
+from rift_dagster.defs.rewards import buffer_stats, reward_labels
+
+buffer_job = dg.define_asset_job(
+    "buffer_job", selection=[seed_problems, base_model, rollouts, reward_labels, buffer_stats, benchmarks],
+    description="Seed problems to buffer statistics, and the benchmark sets (everything unpartitioned).",
+)
+regeneration_job = dg.define_asset_job(
+    "regeneration_job", selection=[round_rollouts, round_labels, round_checkpoint], partitions_def=round_partitions,
+    description="One round of the iterative protocol: sample from the latest RIFT checkpoint, label, retrain.",
+)
+
+
+def next_round(instance) -> str:
+    """The round to run: the newest one if it has no checkpoint yet (a failed or unfinished round is
+    retried, never skipped), else a new one."""
+    keys = sorted((int(k) for k in instance.get_dynamic_partitions(round_partitions.name)), reverse=True)
+    if keys:
+        done = instance.get_materialized_partitions(round_checkpoint.key)
+        if str(keys[0]) not in done:
+            return str(keys[0])
+    key = str((keys[0] if keys else 0) + 1)
+    instance.add_dynamic_partitions(round_partitions.name, [key])
+    return key
+
+
+@dg.schedule(job=regeneration_job, cron_schedule="0 3 * * 0", default_status=dg.DefaultScheduleStatus.STOPPED)
+def regeneration_schedule(context: dg.ScheduleEvaluationContext):
+    """Weekly: a new round of rollouts from the latest RIFT checkpoint, then RIFT retrained on it."""
+    key = next_round(context.instance)
+    return dg.RunRequest(run_key=f"round-{key}-{context.scheduled_execution_time:%Y%m%d%H%M}", partition_key=key)
