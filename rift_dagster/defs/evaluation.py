@@ -5,7 +5,7 @@ import dagster as dg
 
 from rift_dagster.defs import checks
 from rift_dagster.defs.problems import base_model, base_model_info
-from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash, read_json
+from rift_dagster.defs.resources import markdown, RiftStorage, RunProfile, file_hash
 from rift_dagster.defs.training import METHODS, checkpoints
 
 model_partitions = dg.StaticPartitionsDefinition(["base", *METHODS])
@@ -17,7 +17,6 @@ def benchmarks(context: dg.AssetExecutionContext, rift: RunProfile, storage: Rif
     AMC23, College Math), one Parquet file each, with the profile's per-benchmark limit applied."""
     import polars as pl
     from rift_core.data import load_problems
-    from rift_core.stats import to_markdown
 
     p = rift.load()
     limit = p.evaluation.get("limit")
@@ -30,7 +29,7 @@ def benchmarks(context: dg.AssetExecutionContext, rift: RunProfile, storage: Rif
     storage.publish_views(p.name)
     return dg.MaterializeResult(metadata={
         "dagster/row_count": sum(c["problems"] for c in counts),
-        "benchmarks": dg.MetadataValue.md(to_markdown(pl.DataFrame(counts))),
+        "benchmarks": dg.MetadataValue.md(markdown(pl.DataFrame(counts))),
     })
 
 
@@ -38,12 +37,11 @@ def results_markdown(storage: RiftStorage, profile) -> dict:
     """The paper-shaped Mean@k / Pass@k tables over every model scored so far."""
     import polars as pl
     from rift_core.evaluate import results_tables
-    from rift_core.stats import to_markdown
 
     files = sorted((storage.root(profile.name) / "scores").glob("*.parquet"))
     scores = pl.concat([pl.read_parquet(f) for f in files], how="vertical_relaxed")
     mean, pas = results_tables(scores)
-    return {"mean_at_k": to_markdown(mean), "pass_at_k": to_markdown(pas)}
+    return {"mean_at_k": markdown(mean), "pass_at_k": markdown(pas)}
 
 
 @dg.asset(
@@ -56,7 +54,6 @@ def benchmark_scores(context: dg.AssetExecutionContext, rift: RunProfile, storag
     """Mean@k and Pass@k on every benchmark for the base model (`base`) or one method's checkpoint."""
     import polars as pl
     from rift_core.evaluate import evaluate
-    from rift_core.stats import to_markdown
 
     key = context.partition_key
     p = rift.load()
@@ -80,7 +77,7 @@ def benchmark_scores(context: dg.AssetExecutionContext, rift: RunProfile, storag
     tables = results_markdown(storage, p)
     summary = scores.select("benchmark", "k", "mean_at_k", "pass_at_k", "n_problems", "extraction_failure_rate")
     yield dg.MaterializeResult(metadata={
-        "scores": dg.MetadataValue.md(to_markdown(summary)),
+        "scores": dg.MetadataValue.md(markdown(summary)),
         "avg_mean_at_k": round(float(scores["mean_at_k"].mean()), 4),
         "avg_pass_at_k": round(float(scores["pass_at_k"].mean()), 4),
         "all_models_mean_at_k": dg.MetadataValue.md(tables["mean_at_k"]),

@@ -9,7 +9,7 @@ import dagster as dg
 from rift_dagster.defs import checks
 from rift_dagster.defs.generation import rollout_metadata, sample
 from rift_dagster.defs.problems import seed_problems
-from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash
+from rift_dagster.defs.resources import markdown, RiftStorage, RunProfile, file_hash
 from rift_dagster.defs.rewards import label, label_metadata
 from rift_dagster.defs.training import checkpoints, train
 
@@ -62,7 +62,7 @@ def round_rollouts(context: dg.AssetExecutionContext, rift: RunProfile, storage:
 def round_labels(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftStorage):
     """Reward labels of one round, with Table 1 / Table 4 for it."""
     import polars as pl
-    from rift_core.stats import buffer_table, mixed_table, to_markdown
+    from rift_core.stats import buffer_table, mixed_table
 
     key = context.partition_key
     p = rift.load()
@@ -74,8 +74,8 @@ def round_labels(context: dg.AssetExecutionContext, rift: RunProfile, storage: R
     storage.publish_views(p.name)
     yield dg.MaterializeResult(metadata={
         **label_metadata(labels, path, time.time() - start),
-        "table1": dg.MetadataValue.md(to_markdown(buffer_table(labels))),
-        "table4": dg.MetadataValue.md(to_markdown(mixed_table(labels))),
+        "table1": dg.MetadataValue.md(markdown(buffer_table(labels))),
+        "table4": dg.MetadataValue.md(markdown(mixed_table(labels))),
     })
     yield checks.labels_complete(roll, labels)
 

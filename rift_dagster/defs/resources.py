@@ -80,12 +80,12 @@ class RiftStorage(dg.ConfigurableResource):
         row = {
             "asset": context.asset_key.to_user_string(),
             "partition": partition,
-            "run_id": context.run_id,
+            "run_id": context.run.run_id,
             "profile": profile,
             "materialized_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             **{k: (None if v is None else str(v)) for k, v in fields.items()},
         }
-        name = f"{row['asset']}-{partition or 'all'}-{context.run_id[:8]}.parquet"
+        name = f"{row['asset']}-{partition or 'all'}-{context.run.run_id[:8]}.parquet"
         self.write(pl.DataFrame([row]), profile, f"runs/{name}")
 
     def publish_views(self, profile: str) -> Path:
@@ -137,3 +137,12 @@ def write_json(path: Path, obj: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(obj, indent=1))
     os.replace(tmp, path)
+
+
+def markdown(df) -> str:
+    """A polars frame as a markdown table (for metadata the UI renders)."""
+    import polars as pl
+
+    with pl.Config(tbl_formatting="MARKDOWN", tbl_hide_column_data_types=True, tbl_hide_dataframe_shape=True,
+                   tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=80, tbl_width_chars=10_000):
+        return str(df)

@@ -5,7 +5,7 @@ import dagster as dg
 
 from rift_dagster.defs import checks
 from rift_dagster.defs.generation import rollouts
-from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash
+from rift_dagster.defs.resources import markdown, RiftStorage, RunProfile, file_hash
 
 
 def label(rift: RunProfile, profile, rollouts_df):
@@ -16,7 +16,6 @@ def label(rift: RunProfile, profile, rollouts_df):
 
 
 def label_metadata(labels, path, seconds: float) -> dict:
-    from rift_core.stats import to_markdown
 
     status = labels.group_by("status").len().sort("status")
     return {
@@ -24,7 +23,7 @@ def label_metadata(labels, path, seconds: float) -> dict:
         "positives": int((labels["reward"] > 0).sum()),
         "negatives": int((labels["reward"] < 0).sum()),
         "zero_reward": int((labels["reward"] == 0).sum()),
-        "status_counts": dg.MetadataValue.md(to_markdown(status)),
+        "status_counts": dg.MetadataValue.md(markdown(status)),
         "path": dg.MetadataValue.path(str(path)),
         "duration_s": round(seconds, 2),
     }
@@ -66,7 +65,7 @@ def buffer_stats(context: dg.AssetExecutionContext, rift: RunProfile, storage: R
     """The paper's Table 1 (#Num, #Total, #Pos, #Neg, %Pos), Table 4 (problems whose K responses mix
     correct and incorrect) and Tables 9/10 (the same for the first k samples)."""
     import polars as pl
-    from rift_core.stats import buffer_table, k_ablation_table, mixed_table, to_markdown
+    from rift_core.stats import buffer_table, k_ablation_table, mixed_table
 
     p = rift.load()
     root = storage.root(p.name)
@@ -81,9 +80,9 @@ def buffer_stats(context: dg.AssetExecutionContext, rift: RunProfile, storage: R
     storage.record_run(context, p.name, path=root / "buffer_stats.parquet", buffer_hash=file_hash(root / "labels.parquet"))
     db = storage.publish_views(p.name)
     yield dg.MaterializeResult(metadata={
-        "table1": dg.MetadataValue.md(to_markdown(table1)),
-        "table4": dg.MetadataValue.md(to_markdown(table4)),
-        "k_ablation": dg.MetadataValue.md(to_markdown(ablation)),
+        "table1": dg.MetadataValue.md(markdown(table1)),
+        "table4": dg.MetadataValue.md(markdown(table4)),
+        "k_ablation": dg.MetadataValue.md(markdown(ablation)),
         "duckdb": dg.MetadataValue.path(str(db)),
     })
     yield checks.stats_match_labels(labels, table1, table4, root / "labels.parquet")

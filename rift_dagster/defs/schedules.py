@@ -12,7 +12,7 @@ buffer_job = dg.define_asset_job(
     description="Seed problems to buffer statistics, and the benchmark sets (everything unpartitioned).",
 )
 regeneration_job = dg.define_asset_job(
-    "regeneration_job", selection=[round_rollouts, round_labels, round_checkpoint], partitions_def=round_partitions,
+    "regeneration_job", selection=[round_rollouts, round_labels, round_checkpoint],
     description="One round of the iterative protocol: sample from the latest RIFT checkpoint, label, retrain.",
 )
 

@@ -9,7 +9,7 @@ import dagster as dg
 
 from rift_dagster.defs import checks
 from rift_dagster.defs.problems import base_model, base_model_info, seed_problems
-from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash, read_json
+from rift_dagster.defs.resources import markdown, RiftStorage, RunProfile, file_hash, read_json
 from rift_dagster.defs.rewards import reward_labels
 
 METHODS = ["sft", "dft", "rft", "dpo", "rift", "naive"]
@@ -28,25 +28,35 @@ def training_data(method: str, problems, labels):
         "problem_id", "sample_idx", "question", "response", "correct", "reward", "solution")
 
 
-def loss_curve(out_dir: Path, run: dict, max_rows: int = 40):
-    """(step, loss) rows from the run summary or the HF trainer state, thinned to `max_rows`."""
+def loss_curve(run: dict, max_rows: int = 40):
+    """(log entry, loss) rows of the run summary's loss history, thinned to at most ~`max_rows`."""
     import polars as pl
 
-    history = run.get("log_history") or run.get("loss_curve")
-    if not history:
-        states = sorted(out_dir.glob("**/trainer_state.json"), key=lambda f: f.stat().st_mtime)
-        history = read_json(states[-1]).get("log_history", []) if states else []
-    rows = [{"step": h.get("step"), "loss": h.get("loss")} for h in history if isinstance(h, dict) and "loss" in h]
-    df = pl.DataFrame(rows, schema={"step": pl.Int64, "loss": pl.Float64})
-    stride = max(1, len(df) // max_rows)
-    return df.gather_every(stride)
+    losses = run.get("loss_history") or []
+    df = pl.DataFrame({"log_entry": list(range(1, len(losses) + 1)), "loss": losses},
+                      schema={"log_entry": pl.Int64, "loss": pl.Float64})
+    return df.gather_every(max(1, len(df) // max_rows))
+
+
+def cli_flags(options: dict) -> list[str]:
+    """TrainConfig fields as `python -m rift_core train` flags (the CLI has one flag per field)."""
+    flags = []
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else "--no-" + key.replace("_", "-"))
+        elif isinstance(value, dict):
+            flags += [flag, json.dumps(value)]
+        else:
+            flags += [flag, "none" if value is None else str(value)]
+    return flags
 
 
 def train(context, rift: RunProfile, profile, method: str, model: str, data_path: Path, out_dir: Path) -> dict:
     """Run one training job out of process; the same `out_dir` resumes from its last checkpoint."""
-    overrides = json.dumps(profile.train_kwargs(method))
+    options = {"reward_scheme": profile.rewards.get("scheme"), "seed": profile.seed, **profile.train_kwargs(method)}
     cmd = rift.command("train", "--method", method, "--model", model, "--data", str(data_path),
-                       "--output", str(out_dir), "--config", overrides, distributed=True)
+                       "--output", str(out_dir), *cli_flags(options), distributed=True)
     context.log.info("running: " + " ".join(cmd))
     dg.PipesSubprocessClient().run(command=cmd, context=context)
     run = read_json(out_dir / "rift_run.json")
@@ -65,7 +75,6 @@ def checkpoints(context: dg.AssetExecutionContext, rift: RunProfile, storage: Ri
     """The base model fine-tuned with one method: SFT/DFT on ground-truth solutions, RFT on the positive
     samples, DPO on (response, ground truth) pairs, RIFT and the naive reward-weighted NLL on all samples."""
     import polars as pl
-    from rift_core.stats import to_markdown
 
     method = context.partition_key
     p = rift.load()
@@ -81,15 +90,15 @@ def checkpoints(context: dg.AssetExecutionContext, rift: RunProfile, storage: Ri
     storage.record_run(context, p.name, path=out_dir, checkpoint_hash=ckpt_hash, buffer_hash=buffer_hash,
                        base_model_hash=base["hash"], method=method)
     storage.publish_views(p.name)
-    curve = loss_curve(out_dir, run)
-    scalars = {k: v for k, v in run.items() if isinstance(v, (int, float, str, bool)) and k != "log_history"}
+    curve = loss_curve(run)
+    scalars = {k: v for k, v in run.items() if isinstance(v, (int, float, str, bool))}
     yield dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(str(out_dir)),
             "checkpoint_hash": ckpt_hash, "buffer_hash": buffer_hash, "base_model_hash": base["hash"],
             "training_rows": len(data),
             "duration_s": round(time.time() - start, 2),
-            "loss_curve": dg.MetadataValue.md(to_markdown(curve)),
+            "loss_curve": dg.MetadataValue.md(markdown(curve)),
             **{f"run/{k}": v for k, v in scalars.items()},
         },
         data_version=dg.DataVersion(ckpt_hash),

@@ -1,0 +1,128 @@
+"""The Dagster project in process: the graph a user sees, and the SQL catalog a user queries while runs go on."""
+import queue
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+import yaml
+
+from rift_dagster.definitions import defs, resources
+from rift_dagster.defs.training import METHODS
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def graph():
+    return defs.resolve_asset_graph()
+
+
+def parents(key: str) -> set[str]:
+    return {k.to_user_string() for k in graph().get(dg.AssetKey(key)).parent_keys}
+
+
+def test_lineage_is_the_papers_pipeline():
+    assert parents("seed_problems") == set()
+    assert parents("base_model") == {"seed_problems"}
+    assert parents("rollouts") == {"seed_problems", "base_model"}
+    assert parents("reward_labels") == {"rollouts"}
+    assert parents("buffer_stats") == {"reward_labels"}
+    assert parents("checkpoints") == {"reward_labels", "seed_problems", "base_model"}
+    assert parents("benchmark_scores") == {"checkpoints", "base_model", "benchmarks"}
+    assert parents("round_rollouts") == {"seed_problems", "checkpoints"}
+    assert parents("round_checkpoint") == {"round_labels"}
+
+
+def test_partitions_and_schedule():
+    g = graph()
+    assert g.get(dg.AssetKey("checkpoints")).partitions_def.get_partition_keys() == METHODS
+    assert g.get(dg.AssetKey("benchmark_scores")).partitions_def.get_partition_keys() == ["base", *METHODS]
+    scores_dep = g.get(dg.AssetKey("benchmark_scores"))
+    # benchmark_scores[base] needs no checkpoint; benchmark_scores[rift] needs checkpoints[rift]
+    mapped = g.get_partition_mapping(scores_dep.key, dg.AssetKey("checkpoints"))
+    assert isinstance(mapped, dg.StaticPartitionMapping)
+    schedule = defs.resolve_schedule_def("regeneration_schedule")
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+
+
+def test_schedule_starts_a_new_round_only_after_the_last_one_finished():
+    from rift_dagster.defs.schedules import next_round
+
+    with dg.instance_for_test() as instance:
+        assert next_round(instance) == "1"
+        assert next_round(instance) == "1"  # round 1 has no checkpoint yet: it is retried, not skipped
+        assert instance.get_dynamic_partitions("round") == ["1"]
+        instance.report_runless_asset_event(dg.AssetMaterialization("round_checkpoint", partition="1"))
+        assert next_round(instance) == "2"
+        assert instance.get_dynamic_partitions("round") == ["1", "2"]
+
+
+def test_launcher_wraps_training_for_several_gpus():
+    from rift_dagster.defs.resources import RunProfile
+
+    rift = RunProfile(launcher=["accelerate", "launch", "--num_processes", "8"])
+    assert rift.command("train", "--method", "rift", distributed=True)[:6] == [
+        "accelerate", "launch", "--num_processes", "8", "-m", "rift_core"]
+    assert rift.command("generate")[:3] == [sys.executable, "-m", "rift_core"]
+
+
+def write_profile(path: Path, n_seeds: int) -> str:
+    """A profile needing only the data loaders: toy seed problems and one toy benchmark split."""
+    path.write_text(yaml.safe_dump({
+        "base_model": "toy", "seeds": "toy:seed", "n_seeds": n_seeds, "benchmarks": ["toy:id"],
+        "evaluation": {"limit": 5},
+    }))
+    return str(path)
+
+
+def test_open_sql_session_never_fails_a_run(tmp_path):
+    """A user keeps `make sql` open on the catalog; runs still succeed and the same session sees their output."""
+    profile = write_profile(tmp_path / "sqltest.yaml", n_seeds=12)
+    data = tmp_path / "data"
+    assets = list(defs.assets)
+    dg.materialize(assets, selection=["seed_problems"], resources=resources(profile, str(data)))
+    db = data / "sqltest" / "rift.duckdb"
+
+    shell = subprocess.Popen(
+        [sys.executable, "-m", "rift_dagster.sql", "--profile", "sqltest", "--data-dir", str(data)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+    )
+    try:
+        shell.stdin.write("SELECT count(*) AS n_problems FROM problems;\n")
+        shell.stdin.flush()
+        # the session is open (and holds its read-only lock) before the next run starts
+        lines = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(line) for line in shell.stdout], daemon=True).start()
+        out = ""
+        deadline = time.time() + 30
+        while time.time() < deadline and "12" not in out:
+            try:
+                out += lines.get(timeout=1)
+            except queue.Empty:
+                pass
+        assert "12" in out, out
+
+        write_profile(tmp_path / "sqltest.yaml", n_seeds=30)
+        result = dg.materialize(assets, selection=["seed_problems", "benchmarks"], resources=resources(profile, str(data)))
+        assert result.success
+
+        shell.stdin.write("SELECT count(*) AS n_problems FROM problems;\nSELECT count(*) AS n_bench FROM benchmark_problems;\n.quit\n")
+        shell.stdin.flush()
+        shell.stdin.close()
+        shell.wait(timeout=60)
+        time.sleep(0.5)
+        rest = "".join(lines.get() for _ in range(lines.qsize()))
+    finally:
+        if shell.poll() is None:
+            shell.kill()
+    assert shell.returncode == 0, rest
+    assert "30" in rest and "error" not in rest.lower(), rest  # the open session reads the new problems
+    # a fresh session sees the view added by the second run
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT count(*) FROM benchmark_problems").fetchone()[0] == 5
+    assert con.execute("SELECT count(*) FROM runs WHERE asset = 'seed_problems'").fetchone()[0] == 2
+    con.close()
