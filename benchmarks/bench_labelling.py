@@ -1,0 +1,72 @@
+"""Labelling throughput on a paper-sized buffer: 3,000 MATH problems x 8 responses = 24,000 rows.
+
+Responses are built from the real MATH reference answers: correct boxed answers, wrong ones (another
+problem's answer), answers stated without \\boxed{}, and long ~16k-character responses (about the
+paper's 4,096-token limit). Prints the pool's time for the whole buffer with 2 workers against the
+60 s target, and, side by side, in-process serial grading of a subsample (no deadline, no IPC).
+
+    .venv/bin/python benchmarks/bench_labelling.py [--data ../shared/data] [--workers 2]
+"""
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import polars as pl
+
+from rift_core.rewards import _grade_parsed, _parse, label_rollouts, wrap_gold
+
+STEP = "We simplify the expression step by step: $2x + 3 = 7$ gives $x = 2$, so $x^2 = 4$. "
+
+
+def build_buffer(data: Path, n_problems: int = 3000, k: int = 8, seed: int = 0) -> pl.DataFrame:
+    rows = [json.loads(line) for line in (data / "seeds" / "math" / "train.jsonl").open()]
+    rng = random.Random(seed)
+    problems = rng.sample(rows, n_problems)
+    answers = [p["answer"] for p in problems]
+    out = []
+    for i, p in enumerate(problems):
+        for j in range(k):
+            kind = rng.choices(["correct", "wrong", "unboxed", "long"], weights=[45, 35, 10, 10])[0]
+            answer = p["answer"] if kind in ("correct", "long") or rng.random() < 0.3 else rng.choice(answers)
+            steps = STEP * (200 if kind == "long" else rng.randint(3, 30))
+            if kind == "unboxed":
+                response = f"{steps}So the answer is {answer}."
+            else:
+                response = f"{steps}Therefore the final answer is $\\boxed{{{answer}}}$."
+            out.append({"problem_id": f"math-{i}", "sample_idx": j, "answer": p["answer"], "response": response, "kind": kind})
+    return pl.DataFrame(out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--serial-sample", type=int, default=2400)
+    args = p.parse_args()
+
+    buffer = build_buffer(Path(args.data))
+    print(f"buffer: {buffer.height} responses, {buffer['problem_id'].n_unique()} problems, "
+          f"mean {buffer['response'].str.len_chars().mean():.0f} chars; kinds {dict(buffer['kind'].value_counts().iter_rows())}")
+
+    t0 = time.perf_counter()
+    labels = label_rollouts(buffer, workers=args.workers, timeout_s=10.0)
+    pool_s = time.perf_counter() - t0
+    status = dict(labels["status"].value_counts().iter_rows())
+    by_kind = labels.group_by("kind").agg(pl.col("correct").mean().round(3)).sort("kind")
+    print(f"pool, {args.workers} workers: {pool_s:.1f} s for {labels.height} rows = {labels.height / pool_s:.0f} labels/s; "
+          f"target <= 60 s: {'MET' if pool_s <= 60 else 'MISSED'} ({pool_s / 60:.2f}x of budget)")
+    print(f"status {status}; accuracy by kind {dict(by_kind.iter_rows())}")
+
+    sample = buffer.sample(args.serial_sample, seed=0)
+    t0 = time.perf_counter()
+    for gold, response in zip(sample["answer"], sample["response"]):
+        _grade_parsed(_parse(wrap_gold(gold)), response)
+    serial_rate = sample.height / (time.perf_counter() - t0)
+    print(f"serial in-process (1 core, no deadline), {sample.height} rows: {serial_rate:.0f} labels/s "
+          f"-> {buffer.height / serial_rate:.1f} s projected; pool speed-up {labels.height / pool_s / serial_rate:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

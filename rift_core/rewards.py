@@ -1,0 +1,313 @@
+"""Reward labels: math-verify grading under a per-row deadline, and the paper's reward schemes.
+
+Model responses are hostile input. math-verify never evals them (LaTeX goes through its ANTLR parser,
+plain expressions only reach sympy after a digits-and-operators regex), but some inputs make it run
+for minutes (deeply nested braces, towers of powers). Its own SIGALRM timeouts only work on the main
+thread, so we switch them off and grade in worker processes that the parent kills and replaces when
+a row overruns its deadline (DESIGN.md section 4).
+"""
+import argparse
+import logging
+import multiprocessing as mp
+import os
+import re
+import sys
+import time
+from multiprocessing.connection import wait
+
+import polars as pl
+
+STATUSES = ("ok", "no_answer", "timeout", "error")
+SCHEMES = ("constant", "gaussian", "gpg_mean", "gpg_scaled")
+BAD_REFERENCE = "reference answer does not parse"
+CHUNK_ROWS = 64  # rows per IPC message: big enough to amortise it, small enough to balance the workers
+MAX_EXTRACTED_CHARS = 2000  # `extracted` is for reading; `correct` is decided on the full answer
+
+_UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
+# math-verify warns on every call that its timeouts are off; ours is the worker deadline below.
+logging.getLogger("math_verify").setLevel(logging.ERROR)
+
+
+def wrap_gold(gold: str) -> str:
+    """Delimit a reference answer so math-verify reads it whole: bare `(3, -1)` parses to -1, `\\boxed{(3, -1)}` to the tuple."""
+    gold = gold.strip()
+    if "\\boxed" in gold or _UNESCAPED_DOLLAR.search(gold):
+        return gold
+    return "\\boxed{" + gold + "}"
+
+
+def _parse(text: str) -> list:
+    from math_verify import parse
+
+    return parse(text, parsing_timeout=None)
+
+
+def _grade_parsed(gold_parsed: list, response: str | None) -> tuple[bool, str | None, str]:
+    """(correct, extracted, status) of one response against an already parsed reference."""
+    from math_verify import verify
+
+    if not gold_parsed:
+        return False, None, "error"
+    if not response:
+        return False, None, "no_answer"
+    try:
+        pred = _parse(response)
+        if not pred:
+            return False, None, "no_answer"
+        extracted = str(pred[-1] if isinstance(pred[-1], str) else pred[0])[:MAX_EXTRACTED_CHARS]
+        return bool(verify(gold_parsed, pred, timeout_seconds=None)), extracted, "ok"
+    except Exception:
+        return False, None, "error"
+
+
+def grade(gold: str, response: str) -> bool:
+    """Whether `response`'s final answer equals the reference `gold` (math-verify, gold first).
+
+    Runs in-process with no deadline: fine for one trusted response; use `label_rollouts` for batches
+    of model output.
+    """
+    gold_parsed = _parse(wrap_gold(gold))
+    if not gold_parsed:
+        raise ValueError(f"{BAD_REFERENCE}: {gold!r}")
+    return _grade_parsed(gold_parsed, response)[0]
+
+
+# ---- process pool with a per-row deadline -------------------------------------------------------
+
+def _worker(conn, progress) -> None:
+    """Grade the chunks the parent sends, one reply per chunk. Before each step it writes
+    progress = [step, start time] (step -1: parsing the gold) so the parent can time that step."""
+    while True:
+        job = conn.recv()
+        if job is None:
+            return
+        gold, items, check_only = job
+        progress[1], progress[0] = time.monotonic(), -1
+        try:
+            gold_parsed = _parse(wrap_gold(gold)) if gold is not None else []
+        except Exception:
+            gold_parsed = []
+        if check_only:
+            parsed = str(gold_parsed[-1])[:MAX_EXTRACTED_CHARS] if gold_parsed else None
+            conn.send([(bool(gold_parsed), parsed, "ok" if gold_parsed else "error")] * len(items))
+            continue
+        out = []
+        for pos, (_, response) in enumerate(items):
+            progress[1], progress[0] = time.monotonic(), pos
+            out.append(_grade_parsed(gold_parsed, response))
+        conn.send(out)
+
+
+def _context():
+    # forkserver: children fork from a clean server that already imported math-verify, so replacing a
+    # killed worker costs milliseconds and never inherits the parent's threads (polars, tqdm).
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["math_verify", "rift_core.rewards"])
+        return ctx
+    return mp.get_context("spawn")
+
+
+class _Slot:
+    """One worker process, the chunk it is grading and its shared [step, start time]."""
+
+    def __init__(self, ctx):
+        self.conn, child = ctx.Pipe()
+        self.progress = ctx.RawArray("d", 2)
+        self.proc = ctx.Process(target=_worker, args=(child, self.progress), daemon=True)
+        self.proc.start()
+        child.close()
+        self.chunk = None  # (gold, items, check_only) being graded
+
+    def give(self, chunk) -> None:
+        self.chunk = chunk
+        self.progress[1], self.progress[0] = time.monotonic(), -1
+        self.conn.send(chunk)
+
+    def step(self) -> tuple[int, float]:
+        while True:  # the worker writes two doubles; read until they are from the same step
+            pos, since = self.progress[0], self.progress[1]
+            if self.progress[0] == pos:
+                return int(pos), since
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.join()
+        self.conn.close()
+
+
+def grade_chunks(chunks: list, n_rows: int, workers: int = 2, timeout_s: float = 10.0, desc: str = "label") -> list:
+    """Grade `chunks` = [(gold, [(row_idx, response), ...], check_only), ...] into a list of
+    (correct, extracted, status) indexed by row. A check_only chunk only parses its gold: each of its
+    rows gets status "ok" with the parsed gold as `extracted`, or "error".
+
+    Each step (parsing a chunk's gold, grading one row) gets `timeout_s` seconds. A worker that
+    overruns is killed and replaced; the row gets status "timeout" (every row of the chunk if the gold
+    itself hangs; "error" if the worker died instead), and the chunk's other rows are graded again by
+    the new worker.
+    """
+    from tqdm import tqdm
+
+    results: list = [None] * n_rows
+    todo = [c for c in reversed(chunks) if c[1]]  # pop() from the end keeps the original order
+    ctx = _context()
+    slots = [_Slot(ctx) for _ in range(max(1, min(workers, len(todo))))] if todo else []
+    bar = tqdm(total=sum(len(c[1]) for c in todo), desc=desc, unit="resp", disable=None)
+
+    def record(items, values):
+        for (idx, _), value in zip(items, values):
+            results[idx] = value
+        bar.update(len(items))
+
+    try:
+        for slot in slots:
+            if todo:
+                slot.give(todo.pop())
+        while any(s.chunk for s in slots):
+            busy = [s for s in slots if s.chunk]
+            deadline = min(s.step()[1] for s in busy) + timeout_s
+            wait([s.conn for s in busy] + [s.proc.sentinel for s in busy], timeout=max(0.0, deadline - time.monotonic()) + 0.01)
+            for i, slot in enumerate(slots):
+                if not slot.chunk:
+                    continue
+                gold, items, check_only = slot.chunk
+                try:
+                    out = slot.conn.recv() if slot.conn.poll() else None
+                except (EOFError, OSError):  # the worker died (segfault, OOM kill): handled below
+                    out = None
+                if out is not None:
+                    record(items, out)
+                    slot.chunk = None
+                    if todo:
+                        slot.give(todo.pop())
+                    continue
+                pos, since = slot.step()
+                died = not slot.proc.is_alive()
+                if died or time.monotonic() - since > timeout_s:
+                    failed = (False, None, "error" if died else "timeout")
+                    slot.kill()
+                    slots[i] = _Slot(ctx)
+                    if pos < 0:  # the gold itself hung or crashed: no row of this chunk can be graded
+                        record(items, [failed] * len(items))
+                    else:
+                        record(items[pos:pos + 1], [failed])
+                        rest = items[:pos] + items[pos + 1:]
+                        if rest:
+                            todo.append((gold, rest, check_only))
+                    if todo:
+                        slots[i].give(todo.pop())
+    finally:
+        bar.close()
+        for slot in slots:
+            try:
+                slot.conn.send(None)
+            except OSError:
+                pass
+        for slot in slots:
+            slot.proc.join(timeout=1)
+            if slot.proc.is_alive():
+                slot.proc.kill()
+                slot.proc.join()
+    return results
+
+
+def _chunks(golds: list, responses: list, check_only: bool = False) -> list:
+    """Rows grouped by reference answer (one chunk per problem in a rollout buffer): the gold is parsed
+    once per chunk, and one IPC message carries a whole group."""
+    groups: dict = {}
+    for idx, (gold, response) in enumerate(zip(golds, responses)):
+        groups.setdefault(gold, []).append((idx, response))
+    return [(gold, items[i:i + CHUNK_ROWS], check_only) for gold, items in groups.items() for i in range(0, len(items), CHUNK_ROWS)]
+
+
+def check_references(answers: list[str], workers: int = 2, timeout_s: float = 10.0) -> list[bool]:
+    """Whether each reference answer parses (a row that does not can never be graded correct)."""
+    answers = [None if a is None else str(a) for a in answers]
+    out = grade_chunks(_chunks(answers, [None] * len(answers), True), len(answers), workers, timeout_s, desc="references")
+    return [r[2] == "ok" for r in out]
+
+
+def label_rollouts(rollouts: pl.DataFrame, workers: int = 2, timeout_s: float = 10.0) -> pl.DataFrame:
+    """The rollouts with `correct`, `extracted` and `status` (ok / no_answer / timeout / error) added.
+
+    `status` is "error" for every row whose reference answer does not parse; `correct` is False for
+    every status but "ok".
+    """
+    missing = [c for c in ("answer", "response") if c not in rollouts.columns]
+    if missing:
+        raise ValueError(f"rollouts lack column(s) {', '.join(missing)} (have {', '.join(rollouts.columns)})")
+    golds = [None if a is None else str(a) for a in rollouts["answer"].to_list()]
+    out = grade_chunks(_chunks(golds, rollouts["response"].to_list()), rollouts.height, workers, timeout_s)
+    return rollouts.with_columns(
+        pl.Series("correct", [r[0] for r in out], dtype=pl.Boolean),
+        pl.Series("extracted", [r[1] for r in out], dtype=pl.String),
+        pl.Series("status", [r[2] for r in out], dtype=pl.String),
+    )
+
+
+# ---- reward schemes ----------------------------------------------------------------------------
+
+def _reward_expr(scheme: str, r_pos: float, r_neg: float, over: list[str] | None) -> pl.Expr:
+    """The reward of each row from its group's `correct` column (Eqs. 6-8 of the paper).
+
+    r is the constant reward (r_pos if correct else r_neg). Groups where every sample is right or
+    every sample is wrong have std = 0 and r - mean = 0: `gaussian` and `gpg_mean` give them 0 (no
+    gradient, as GRPO does); `gpg_scaled` gives all-wrong groups 0 (alpha = 0) and all-correct groups
+    r_pos (alpha = 1). std is the population std (ddof=0) of the group.
+    """
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown reward scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
+    r = pl.when(pl.col("correct")).then(pl.lit(r_pos)).otherwise(pl.lit(r_neg)).cast(pl.Float64)
+    if scheme == "constant":
+        return r
+    grp = (lambda e: e.over(over)) if over else (lambda e: e)
+    centred = r - grp(r.mean())
+    if scheme == "gaussian":
+        std = grp(r.std(ddof=0))
+        return pl.when(std > 0).then(centred / std).otherwise(0.0)
+    alpha = grp(pl.col("correct").cast(pl.Float64).mean())  # N+ / N
+    return alpha * (centred if scheme == "gpg_mean" else r)
+
+
+def group_rewards(correct: list[bool], scheme: str = "constant", r_pos: float = 1.0, r_neg: float = -0.2) -> list[float]:
+    """Rewards of one problem's K samples under `scheme` (see `_reward_expr` for uniform groups)."""
+    if not correct:
+        return []
+    frame = pl.DataFrame({"correct": [bool(c) for c in correct]})
+    return frame.select(_reward_expr(scheme, r_pos, r_neg, None).alias("reward"))["reward"].to_list()
+
+
+def assign_rewards(labels: pl.DataFrame, scheme: str = "constant", r_pos: float = 1.0, r_neg: float = -0.2) -> pl.DataFrame:
+    """`labels` with a `reward` column, groups being a problem's samples (per model when a `model` column exists)."""
+    if "correct" not in labels.columns or "problem_id" not in labels.columns:
+        raise ValueError("labels need columns 'problem_id' and 'correct' (run label_rollouts first)")
+    over = ["model", "problem_id"] if "model" in labels.columns else ["problem_id"]
+    return labels.with_columns(_reward_expr(scheme, r_pos, r_neg, over).alias("reward"))
+
+
+def main(argv: list[str]) -> None:
+    from rift_core.io import read_table, write_parquet_atomic
+
+    p = argparse.ArgumentParser(prog="python -m rift_core label", description="Grade rollouts and assign rewards.")
+    p.add_argument("--rollouts", required=True, help="rollouts table (.parquet, .jsonl, or a folder of parts)")
+    p.add_argument("--out", required=True, help="labels .parquet to write")
+    p.add_argument("--scheme", default="constant", choices=SCHEMES)
+    p.add_argument("--r-pos", type=float, default=1.0)
+    p.add_argument("--r-neg", type=float, default=-0.2)
+    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--timeout-s", type=float, default=10.0, help="deadline per response, seconds")
+    args = p.parse_args(argv)
+
+    rollouts = read_table(args.rollouts)
+    missing = [c for c in ("problem_id", "answer", "response") if c not in rollouts.columns]
+    if missing:
+        raise SystemExit(f"{args.rollouts}: missing column(s) {', '.join(missing)}")
+    t0 = time.monotonic()
+    labels = assign_rewards(label_rollouts(rollouts, args.workers, args.timeout_s), args.scheme, args.r_pos, args.r_neg)
+    write_parquet_atomic(labels, args.out)
+    counts = dict(labels["status"].value_counts().iter_rows())
+    print(
+        f"labelled {labels.height} responses in {time.monotonic() - t0:.1f}s -> {args.out}\n"
+        f"correct {int(labels['correct'].sum())}, status {counts}, scheme {args.scheme}",
+        file=sys.stderr,
+    )
