@@ -1,0 +1,119 @@
+"""`dagster dev` as a user starts it (`make ui`): a run launched through the GraphQL API succeeds and
+its output lands in the SQL catalog. Also the harness that test_ui.py drives the web UI with."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import duckdb
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PROFILE = os.environ.get("RIFT_TEST_PROFILE", "smoke")
+PROFILE_NAME = Path(PROFILE).stem
+UNPARTITIONED = ["seed_problems", "base_model", "rollouts", "reward_labels", "buffer_stats", "benchmarks"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class DagsterDev:
+    """A `dagster dev` process on 127.0.0.1 with its own DAGSTER_HOME (nux and telemetry off)."""
+
+    def __init__(self, root: Path, profile: str = PROFILE):
+        self.home, self.data, self.profile = root / "dagster_home", root / "data", profile
+        self.home.mkdir(parents=True)
+        shutil.copy(REPO / ".dagster_home" / "dagster.yaml", self.home / "dagster.yaml")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "DAGSTER_HOME": str(self.home), "RIFT_PROFILE": profile, "RIFT_DATA_DIR": str(self.data)}
+        self.log = open(root / "dagster_dev.log", "w")
+        self.proc = subprocess.Popen(
+            [str(REPO / ".venv/bin/dagster"), "dev", "-h", "127.0.0.1", "-p", str(self.port), "-w", "workspace.yaml"],
+            cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.time() + 120
+        while True:
+            try:
+                if self.query("{ version }")["version"]:
+                    break
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"dagster dev did not start; log: {(root / 'dagster_dev.log').read_text()[-3000:]}")
+            time.sleep(1)
+        self.location = self.query("{ workspaceOrError { ... on Workspace { locationEntries { name } } } }")[
+            "workspaceOrError"]["locationEntries"][0]["name"]
+
+    def query(self, q: str, variables: dict | None = None) -> dict:
+        body = json.dumps({"query": q, "variables": variables or {}}).encode()
+        req = urllib.request.Request(self.url + "/graphql", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            out = json.load(r)
+        if out.get("errors"):
+            raise RuntimeError(out["errors"])
+        return out["data"]
+
+    def launch(self, job: str, assets: list[str] | None = None, tags: dict | None = None) -> str:
+        selector = {"repositoryLocationName": self.location, "repositoryName": "__repository__", "jobName": job}
+        if assets:
+            selector["assetSelection"] = [{"path": [a]} for a in assets]
+        params = {"selector": selector, "runConfigData": {},
+                  "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in (tags or {}).items()]}}
+        out = self.query("""mutation($p: ExecutionParams!) { launchRun(executionParams: $p) {
+            __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
+            ... on InvalidSubsetError { message } ... on RunConfigValidationInvalid { errors { message } } } }""",
+                         {"p": params})["launchRun"]
+        assert out["__typename"] == "LaunchRunSuccess", out
+        return out["run"]["runId"]
+
+    def wait(self, run_id: str, timeout: float = 300) -> str:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            status = self.query("query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }",
+                                {"id": run_id})["runOrError"]["status"]
+            if status in ("SUCCESS", "FAILURE", "CANCELED"):
+                return status
+            time.sleep(1)
+        return "TIMEOUT"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # dagster dev and the webserver/daemon it started
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def dagster_dev(tmp_path_factory):
+    dev = DagsterDev(tmp_path_factory.mktemp("dagster_dev"))
+    yield dev
+    dev.stop()
+
+
+@pytest.mark.slow
+def test_run_launched_through_graphql_fills_the_sql_tables(dagster_dev):
+    run_id = dagster_dev.launch("buffer_job")
+    assert dagster_dev.wait(run_id) == "SUCCESS", (dagster_dev.home.parent / "dagster_dev.log").read_text()[-3000:]
+    con = duckdb.connect(str(dagster_dev.data / PROFILE_NAME / "rift.duckdb"), read_only=True)
+    try:
+        n_problems = con.execute("SELECT count(*) FROM problems").fetchone()[0]
+        k = con.execute("SELECT max(sample_idx) + 1 FROM rollouts").fetchone()[0]
+        assert n_problems > 0 and k > 0
+        assert con.execute("SELECT count(*) FROM labels").fetchone()[0] == n_problems * k
+        assert con.execute("SELECT count(*) FROM benchmark_problems").fetchone()[0] > 0
+        launched = {r[0] for r in con.execute("SELECT asset FROM runs WHERE run_id = ?", [run_id]).fetchall()}
+        assert launched == set(UNPARTITIONED)
+    finally:
+        con.close()
