@@ -21,7 +21,8 @@ STATUSES = ("ok", "no_answer", "timeout", "error")
 SCHEMES = ("constant", "gaussian", "gpg_mean", "gpg_scaled")
 BAD_REFERENCE = "reference answer does not parse"
 CHUNK_ROWS = 64  # rows per IPC message: big enough to amortise it, small enough to balance the workers
-MAX_EXTRACTED_CHARS = 2000  # `extracted` is for reading; `correct` is decided on the full answer
+MAX_EXTRACTED_CHARS = 2000
+_WARM_UP = "_RIFT_WARM_UP_GRADER"  # `extracted` is for reading; `correct` is decided on the full answer
 
 _UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
 # math-verify warns on every call that its timeouts are off; ours is the worker deadline below.
@@ -99,13 +100,21 @@ def _worker(conn, progress) -> None:
 
 
 def _context():
-    # forkserver: children fork from a clean server that already imported math-verify, so replacing a
-    # killed worker costs milliseconds and never inherits the parent's threads (polars, tqdm).
-    if "forkserver" in mp.get_all_start_methods():
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["math_verify", "rift_core.rewards"])
-        return ctx
-    return mp.get_context("spawn")
+    # forkserver: children fork from a clean server that already imported and warmed up math-verify
+    # (its first parse takes ~1 s), so a new or replacement worker starts in milliseconds and never
+    # inherits the parent's threads (polars, tqdm).
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    from multiprocessing import forkserver
+
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["rift_core.rewards"])
+    os.environ[_WARM_UP] = "1"  # seen only by the server's import of this module, see the end of the file
+    try:
+        forkserver.ensure_running()
+    finally:
+        os.environ.pop(_WARM_UP, None)
+    return ctx
 
 
 class _Slot:
@@ -311,3 +320,7 @@ def main(argv: list[str]) -> None:
         f"correct {int(labels['correct'].sum())}, status {counts}, scheme {args.scheme}",
         file=sys.stderr,
     )
+
+
+if os.environ.pop(_WARM_UP, None):  # we are the forkserver: pay math-verify's first-call cost once
+    _grade_parsed(_parse("\\boxed{1}"), "so $\\boxed{\\frac{1}{2}}$")

@@ -1,0 +1,141 @@
+"""Benchmark evaluation: k samples per problem, graded, scored as Mean@k and Pass@k (paper Tables 2/3).
+
+The Qwen2.5-Math suite reports only sample 0; we keep every sample's score. Problems whose reference
+answer math-verify cannot parse are never scored (they would count as wrong forever): `evaluate`
+prints how many and which, and records them in `n_excluded` / `excluded_ids`.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import polars as pl
+
+from rift_core.metrics import mean_at_k, pass_at_k
+
+# Column headings and order of the paper's tables; other benchmarks follow in the order given.
+PAPER_NAMES = {
+    "gsm8k": "GSM8K", "math500": "MATH500", "minerva_math": "Minerva Math", "olympiadbench": "OlympiadBench",
+    "aime24": "AIME24", "amc23": "AMC23", "college_math": "College Math",
+}
+BENCHMARKS = list(PAPER_NAMES)
+PAPER_SAMPLING = {"temperature": 0.7, "top_p": 0.8}
+
+
+def _load(benchmarks, limit: int | None, seed: int, data_root: str) -> dict[str, pl.DataFrame]:
+    if isinstance(benchmarks, dict):
+        frames = dict(benchmarks)
+        if limit is not None:
+            frames = {n: f.sample(min(limit, f.height), seed=seed) if f.height > limit else f for n, f in frames.items()}
+        return frames
+    from rift_core.data import load_problems
+
+    return {name: load_problems(name, data_root=data_root, limit=limit, seed=seed) for name in benchmarks}
+
+
+def score_labels(labels: pl.DataFrame) -> tuple[list[str], list[list[bool]]]:
+    """Problem ids in first-seen order and each problem's per-sample correctness, by sample_idx."""
+    ordered = labels.with_row_index("_row").sort("problem_id", "sample_idx")
+    groups = ordered.group_by("problem_id", maintain_order=True).agg(pl.col("correct"), pl.col("_row").min()).sort("_row")
+    return groups["problem_id"].to_list(), groups["correct"].to_list()
+
+
+def evaluate(model: str, benchmarks, k: int = 8, limit: int | None = None, seed: int = 0, gen=None,
+             data_root: str = "../shared/data", out_dir: str | None = None, workers: int = 2,
+             timeout_s: float = 10.0, **gen_kwargs) -> pl.DataFrame:
+    """Score `model` (a local path or hub id) on `benchmarks`: names for `data.load_problems` (seeded
+    subsets of `limit` problems) or a dict name -> problems frame.
+
+    Sampling is the paper's (temperature 0.7, top-p 0.8, seed 0) unless `gen` (a GenerationConfig) or
+    GenerationConfig fields in `gen_kwargs` (max_new_tokens, backend, batch_size, ...) say otherwise;
+    `k` and `seed` always win. With `out_dir`, generation resumes from `<out_dir>/<benchmark>/rollouts`
+    and labels are kept in `<out_dir>/<benchmark>/labels.parquet`.
+
+    Returns one row per benchmark: model, benchmark, k, mean_at_k, pass_at_k, n_problems, n_excluded,
+    excluded_ids, extraction_failure_rate (share of samples with no gradable answer), problem_ids and
+    scores (per-sample correctness, aligned with problem_ids).
+    """
+    from dataclasses import asdict
+
+    from rift_core.generation import GenerationConfig, generate_rollouts
+    from rift_core.io import write_parquet_atomic
+    from rift_core.rewards import check_references, label_rollouts
+
+    base = asdict(gen) if gen is not None else dict(PAPER_SAMPLING)
+    cfg = GenerationConfig(**{**base, **gen_kwargs, "k": k, "seed": seed})
+    rows = []
+    for name, problems in _load(benchmarks, limit, seed, data_root).items():
+        parses = check_references(problems["answer"].to_list(), workers, timeout_s)
+        excluded = problems.filter(~pl.Series(parses))["problem_id"].to_list()
+        if excluded:
+            shown = ", ".join(excluded[:20]) + (" ..." if len(excluded) > 20 else "")
+            print(f"{name}: {len(excluded)} of {problems.height} reference answers do not parse; excluded: {shown}", file=sys.stderr)
+        kept = problems.filter(pl.Series(parses))
+        if kept.height == 0:
+            raise ValueError(f"{name}: no problem with a parseable reference answer to score")
+        bench_dir = Path(out_dir) / name if out_dir else None
+        rollouts = generate_rollouts(kept, model, cfg, out_dir=str(bench_dir / "rollouts") if bench_dir else None)
+        labels = label_rollouts(rollouts, workers, timeout_s)
+        if bench_dir:
+            write_parquet_atomic(labels, bench_dir / "labels.parquet")
+        ids, scores = score_labels(labels)
+        rows.append({
+            "model": str(model), "benchmark": name, "k": k,
+            "mean_at_k": mean_at_k(scores), "pass_at_k": pass_at_k(scores, k),
+            "n_problems": len(ids), "n_excluded": len(excluded), "excluded_ids": excluded,
+            "extraction_failure_rate": float((labels["status"] != "ok").mean()),
+            "problem_ids": ids, "scores": scores,
+        })
+    return pl.DataFrame(rows, schema_overrides={"excluded_ids": pl.List(pl.String), "scores": pl.List(pl.List(pl.Boolean))})
+
+
+def results_tables(scores: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(Mean@k table, Pass@k table) shaped like the paper's Tables 2/3: a row per model (per model
+    and k when several k are present), a column per benchmark in the paper's order, then Avg; in %."""
+    index = ["model", "k"] if scores["k"].n_unique() > 1 else ["model"]
+    present = scores["benchmark"].unique(maintain_order=True).to_list()
+    order = [b for b in BENCHMARKS if b in present] + [b for b in present if b not in BENCHMARKS]
+    models = scores.select(index).unique(maintain_order=True)
+    tables = []
+    for metric in ("mean_at_k", "pass_at_k"):
+        wide = scores.with_columns((pl.col(metric) * 100).round(1)).pivot(on="benchmark", index=index, values=metric, aggregate_function="last")
+        wide = models.join(wide, on=index, how="left", maintain_order="left").select(*index, *order)
+        # Avg over all benchmarks, as the paper; null if a model misses one.
+        avg = pl.when(pl.any_horizontal(pl.col(order).is_null())).then(None).otherwise(pl.mean_horizontal(order).round(1))
+        tables.append(wide.with_columns(avg.alias("Avg")).rename({b: PAPER_NAMES.get(b, b) for b in order}))
+    return tables[0], tables[1]
+
+
+def main(argv: list[str]) -> None:
+    from rift_core.io import write_parquet_atomic
+    from rift_core.stats import to_markdown
+
+    p = argparse.ArgumentParser(prog="python -m rift_core evaluate", description="Mean@k / Pass@k of a model on math benchmarks.")
+    p.add_argument("--model", required=True, help="HF model directory or hub id")
+    p.add_argument("--benchmarks", default=",".join(BENCHMARKS), help="comma-separated load_problems sources")
+    p.add_argument("--k", type=int, default=8)
+    p.add_argument("--limit", type=int, default=None, help="seeded random subset of N problems per benchmark")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-root", default="../shared/data")
+    p.add_argument("--out-dir", default=None, help="keep rollouts (resumable) and labels here, and write scores.parquet")
+    p.add_argument("--temperature", type=float, default=PAPER_SAMPLING["temperature"])
+    p.add_argument("--top-p", type=float, default=PAPER_SAMPLING["top_p"])
+    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--backend", default=None, help="generation backend: transformers or vllm")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--workers", type=int, default=2, help="grading processes")
+    p.add_argument("--timeout-s", type=float, default=10.0, help="grading deadline per response, seconds")
+    args = p.parse_args(argv)
+
+    extra = {k: v for k, v in (("max_new_tokens", args.max_new_tokens), ("backend", args.backend), ("batch_size", args.batch_size)) if v is not None}
+    scores = evaluate(
+        args.model, [b.strip() for b in args.benchmarks.split(",") if b.strip()], k=args.k, limit=args.limit,
+        seed=args.seed, data_root=args.data_root, out_dir=args.out_dir, workers=args.workers, timeout_s=args.timeout_s,
+        temperature=args.temperature, top_p=args.top_p, **extra,
+    )
+    if args.out_dir:
+        path = write_parquet_atomic(scores, Path(args.out_dir) / "scores.parquet")
+        print(f"scores -> {path}", file=sys.stderr)
+    mean, pas = results_tables(scores)
+    summary = scores.select("benchmark", "n_problems", "n_excluded", "extraction_failure_rate")
+    sys.stdout.write(f"## Mean@{args.k} (%)\n\n{to_markdown(mean)}\n\n## Pass@{args.k} (%)\n\n{to_markdown(pas)}\n\n"
+                     f"## Coverage\n\n{to_markdown(summary)}\n")
