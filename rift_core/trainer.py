@@ -107,6 +107,8 @@ def train(cfg: TrainConfig, data: pl.DataFrame | str | os.PathLike, callbacks=()
     model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=dtype)
     monitor = _Monitor()
     trainer = _build_trainer(cfg, model, tokenizer, dataset, work, [monitor, *callbacks])
+    if len(trainer.train_dataset) == 0:  # TRL drops rows whose prompt alone fills max_length
+        raise ValueError(f"{source}: no row leaves room for a response within max_length={cfg.max_length} tokens")
 
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
