@@ -20,9 +20,9 @@ import polars as pl
 STATUSES = ("ok", "no_answer", "timeout", "error")
 SCHEMES = ("constant", "gaussian", "gpg_mean", "gpg_scaled")
 BAD_REFERENCE = "reference answer does not parse"
-CHUNK_ROWS = 64  # rows per IPC message: big enough to amortise it, small enough to balance the workers
-MAX_EXTRACTED_CHARS = 2000
-_WARM_UP = "_RIFT_WARM_UP_GRADER"  # `extracted` is for reading; `correct` is decided on the full answer
+CHUNK_ROWS = 64  # rows per job: amortises IPC and the parent's wake-ups, small enough to balance workers
+MAX_EXTRACTED_CHARS = 2000  # `extracted` is for reading; `correct` is decided on the full answer
+_WARM_UP = "_RIFT_WARM_UP_GRADER"
 
 _UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
 # math-verify warns on every call that its timeouts are off; ours is the worker deadline below.
@@ -74,28 +74,34 @@ def grade(gold: str, response: str) -> bool:
 
 
 # ---- process pool with a per-row deadline -------------------------------------------------------
+# A job is (check_only, groups), groups = [(gold, [(row_idx, response), ...]), ...] holding up to
+# CHUNK_ROWS rows, so that one IPC round trip (and the parent's wake-up) serves many rows.
 
 def _worker(conn, progress) -> None:
-    """Grade the chunks the parent sends, one reply per chunk. Before each step it writes
-    progress = [step, start time] (step -1: parsing the gold) so the parent can time that step."""
+    """Grade the jobs the parent sends, one reply (a result per row, in order) per job. Before each
+    step it writes progress = [row, start time, 1 if parsing that row's gold else 0], so the parent can
+    time the step without a message per row."""
     while True:
         job = conn.recv()
         if job is None:
             return
-        gold, items, check_only = job
-        progress[1], progress[0] = time.monotonic(), -1
-        try:
-            gold_parsed = _parse(wrap_gold(gold)) if gold is not None else []
-        except Exception:
-            gold_parsed = []
-        if check_only:
-            parsed = str(gold_parsed[-1])[:MAX_EXTRACTED_CHARS] if gold_parsed else None
-            conn.send([(bool(gold_parsed), parsed, "ok" if gold_parsed else "error")] * len(items))
-            continue
-        out = []
-        for pos, (_, response) in enumerate(items):
-            progress[1], progress[0] = time.monotonic(), pos
-            out.append(_grade_parsed(gold_parsed, response))
+        check_only, groups = job
+        out, row = [], 0
+        for gold, items in groups:
+            progress[1], progress[2], progress[0] = time.monotonic(), 1, row
+            try:
+                gold_parsed = _parse(wrap_gold(gold)) if gold is not None else []
+            except Exception:
+                gold_parsed = []
+            if check_only:
+                parsed = str(gold_parsed[-1])[:MAX_EXTRACTED_CHARS] if gold_parsed else None
+                out += [(bool(gold_parsed), parsed, "ok" if gold_parsed else "error")] * len(items)
+                row += len(items)
+                continue
+            for _, response in items:
+                progress[1], progress[2], progress[0] = time.monotonic(), 0, row
+                out.append(_grade_parsed(gold_parsed, response))
+                row += 1
         conn.send(out)
 
 
@@ -118,26 +124,26 @@ def _context():
 
 
 class _Slot:
-    """One worker process, the chunk it is grading and its shared [step, start time]."""
+    """One worker process, the job it is grading and its shared progress."""
 
     def __init__(self, ctx):
         self.conn, child = ctx.Pipe()
-        self.progress = ctx.RawArray("d", 2)
+        self.progress = ctx.RawArray("d", 3)
         self.proc = ctx.Process(target=_worker, args=(child, self.progress), daemon=True)
         self.proc.start()
         child.close()
-        self.chunk = None  # (gold, items, check_only) being graded
+        self.job = None
 
-    def give(self, chunk) -> None:
-        self.chunk = chunk
-        self.progress[1], self.progress[0] = time.monotonic(), -1
-        self.conn.send(chunk)
+    def give(self, job) -> None:
+        self.job = job
+        self.progress[1], self.progress[2], self.progress[0] = time.monotonic(), 1, 0
+        self.conn.send(job)
 
-    def step(self) -> tuple[int, float]:
-        while True:  # the worker writes two doubles; read until they are from the same step
-            pos, since = self.progress[0], self.progress[1]
-            if self.progress[0] == pos:
-                return int(pos), since
+    def step(self) -> tuple[int, float, bool]:
+        while True:  # the worker writes three doubles; read until they are from the same step
+            row, since, gold = self.progress[0], self.progress[1], self.progress[2]
+            if self.progress[0] == row and self.progress[1] == since:
+                return int(row), since, bool(gold)
 
     def kill(self) -> None:
         self.proc.kill()
@@ -145,23 +151,45 @@ class _Slot:
         self.conn.close()
 
 
-def grade_chunks(chunks: list, n_rows: int, workers: int = 2, timeout_s: float = 10.0, desc: str = "label") -> list:
-    """Grade `chunks` = [(gold, [(row_idx, response), ...], check_only), ...] into a list of
-    (correct, extracted, status) indexed by row. A check_only chunk only parses its gold: each of its
-    rows gets status "ok" with the parsed gold as `extracted`, or "error".
+def _jobs(golds: list, responses: list, check_only: bool = False) -> list:
+    """Rows grouped by reference answer (each gold is parsed once per job), packed into jobs."""
+    by_gold: dict = {}
+    for idx, (gold, response) in enumerate(zip(golds, responses)):
+        by_gold.setdefault(gold, []).append((idx, response))
+    return _pack([(g, items) for g, items in by_gold.items()], check_only)
 
-    Each step (parsing a chunk's gold, grading one row) gets `timeout_s` seconds. A worker that
-    overruns is killed and replaced; the row gets status "timeout" (every row of the chunk if the gold
-    itself hangs; "error" if the worker died instead), and the chunk's other rows are graded again by
-    the new worker.
+
+def _pack(groups: list, check_only: bool) -> list:
+    jobs, current, size = [], [], 0
+    for gold, items in groups:
+        for i in range(0, len(items), CHUNK_ROWS):
+            part = items[i:i + CHUNK_ROWS]
+            if size + len(part) > CHUNK_ROWS and current:
+                jobs.append((check_only, current))
+                current, size = [], 0
+            current.append((gold, part))
+            size += len(part)
+    if current:
+        jobs.append((check_only, current))
+    return jobs
+
+
+def grade_jobs(jobs: list, n_rows: int, workers: int = 2, timeout_s: float = 10.0, desc: str = "label") -> list:
+    """Grade `jobs` (see `_jobs`) into a list of (correct, extracted, status) indexed by row. A
+    check_only job only parses golds: each row gets status "ok" with the parsed gold as `extracted`,
+    or "error".
+
+    Each step (parsing a gold, grading one row) gets `timeout_s` seconds. A worker that overruns is
+    killed and replaced; the row gets status "timeout" (all rows of that gold if the gold itself hangs;
+    "error" if the worker died instead), and the job's other rows are graded again by the new worker.
     """
     from tqdm import tqdm
 
     results: list = [None] * n_rows
-    todo = [c for c in reversed(chunks) if c[1]]  # pop() from the end keeps the original order
+    todo = list(reversed(jobs))  # pop() from the end keeps the original order
     ctx = _context()
     slots = [_Slot(ctx) for _ in range(max(1, min(workers, len(todo))))] if todo else []
-    bar = tqdm(total=sum(len(c[1]) for c in todo), desc=desc, unit="resp", disable=None)
+    bar = tqdm(total=sum(len(items) for _, groups in jobs for _, items in groups), desc=desc, unit="resp", disable=None)
 
     def record(items, values):
         for (idx, _), value in zip(items, values):
@@ -172,37 +200,38 @@ def grade_chunks(chunks: list, n_rows: int, workers: int = 2, timeout_s: float =
         for slot in slots:
             if todo:
                 slot.give(todo.pop())
-        while any(s.chunk for s in slots):
-            busy = [s for s in slots if s.chunk]
+        while any(s.job for s in slots):
+            busy = [s for s in slots if s.job]
             deadline = min(s.step()[1] for s in busy) + timeout_s
             wait([s.conn for s in busy] + [s.proc.sentinel for s in busy], timeout=max(0.0, deadline - time.monotonic()) + 0.01)
             for i, slot in enumerate(slots):
-                if not slot.chunk:
+                if not slot.job:
                     continue
-                gold, items, check_only = slot.chunk
+                check_only, groups = slot.job
+                rows = [(g, row) for g, (_, items) in enumerate(groups) for row in items]
                 try:
                     out = slot.conn.recv() if slot.conn.poll() else None
                 except (EOFError, OSError):  # the worker died (segfault, OOM kill): handled below
                     out = None
                 if out is not None:
-                    record(items, out)
-                    slot.chunk = None
+                    record([row for _, row in rows], out)
+                    slot.job = None
                     if todo:
                         slot.give(todo.pop())
                     continue
-                pos, since = slot.step()
+                pos, since, at_gold = slot.step()
                 died = not slot.proc.is_alive()
                 if died or time.monotonic() - since > timeout_s:
                     failed = (False, None, "error" if died else "timeout")
                     slot.kill()
                     slots[i] = _Slot(ctx)
-                    if pos < 0:  # the gold itself hung or crashed: no row of this chunk can be graded
-                        record(items, [failed] * len(items))
-                    else:
-                        record(items[pos:pos + 1], [failed])
-                        rest = items[:pos] + items[pos + 1:]
-                        if rest:
-                            todo.append((gold, rest, check_only))
+                    # the step's row, or every row of its gold if the gold itself hung or crashed
+                    bad_group = rows[pos][0]
+                    lost = [r for j, (g, r) in enumerate(rows) if (g == bad_group if at_gold else j == pos)]
+                    record(lost, [failed] * len(lost))
+                    lost_idx = {idx for idx, _ in lost}
+                    rest = [(gold, [r for r in items if r[0] not in lost_idx]) for gold, items in groups]
+                    todo += _pack([(gold, items) for gold, items in rest if items], check_only)
                     if todo:
                         slots[i].give(todo.pop())
     finally:
@@ -220,19 +249,10 @@ def grade_chunks(chunks: list, n_rows: int, workers: int = 2, timeout_s: float =
     return results
 
 
-def _chunks(golds: list, responses: list, check_only: bool = False) -> list:
-    """Rows grouped by reference answer (one chunk per problem in a rollout buffer): the gold is parsed
-    once per chunk, and one IPC message carries a whole group."""
-    groups: dict = {}
-    for idx, (gold, response) in enumerate(zip(golds, responses)):
-        groups.setdefault(gold, []).append((idx, response))
-    return [(gold, items[i:i + CHUNK_ROWS], check_only) for gold, items in groups.items() for i in range(0, len(items), CHUNK_ROWS)]
-
-
 def check_references(answers: list[str], workers: int = 2, timeout_s: float = 10.0) -> list[bool]:
     """Whether each reference answer parses (a row that does not can never be graded correct)."""
     answers = [None if a is None else str(a) for a in answers]
-    out = grade_chunks(_chunks(answers, [None] * len(answers), True), len(answers), workers, timeout_s, desc="references")
+    out = grade_jobs(_jobs(answers, [None] * len(answers), True), len(answers), workers, timeout_s, desc="references")
     return [r[2] == "ok" for r in out]
 
 
@@ -246,7 +266,7 @@ def label_rollouts(rollouts: pl.DataFrame, workers: int = 2, timeout_s: float = 
     if missing:
         raise ValueError(f"rollouts lack column(s) {', '.join(missing)} (have {', '.join(rollouts.columns)})")
     golds = [None if a is None else str(a) for a in rollouts["answer"].to_list()]
-    out = grade_chunks(_chunks(golds, rollouts["response"].to_list()), rollouts.height, workers, timeout_s)
+    out = grade_jobs(_jobs(golds, rollouts["response"].to_list()), rollouts.height, workers, timeout_s)
     return rollouts.with_columns(
         pl.Series("correct", [r[0] for r in out], dtype=pl.Boolean),
         pl.Series("extracted", [r[1] for r in out], dtype=pl.String),

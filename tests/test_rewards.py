@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 
 from rift_core.io import write_parquet_atomic
-from rift_core.rewards import assign_rewards, check_references, grade, group_rewards, label_rollouts, main
+from rift_core.rewards import STATUSES, assign_rewards, check_references, grade, group_rewards, label_rollouts, main
 
 
 @pytest.mark.parametrize(
@@ -63,6 +63,8 @@ def test_hostile_responses_are_never_executed_and_each_row_meets_its_deadline(tm
         ("p", 5, "1", "{" * 50_000),
         ("p", 6, "1", "\\boxed{1}"),  # graded after the hung row, by the replacement worker
         ("q", 0, "2", "\\boxed{2}"),
+        ("r", 0, nested, "\\boxed{1}"),  # a hostile reference answer: all its rows time out together
+        ("r", 1, nested, "\\boxed{2}"),
     ])
     timeout_s = 2.0
     t0 = time.monotonic()
@@ -70,11 +72,11 @@ def test_hostile_responses_are_never_executed_and_each_row_meets_its_deadline(tm
     elapsed = time.monotonic() - t0
     assert not marker.exists()
     assert out["status"].null_count() == 0
-    assert set(out["status"]) <= {"ok", "no_answer", "timeout", "error"}
-    assert out["status"][3] == "timeout"
-    assert out["correct"].to_list() == [False, False, False, False, True, False, True, True]
-    # one hung row costs one deadline, not the 40 s math-verify would take (generous slack for a busy machine)
-    assert elapsed < 25, elapsed
+    assert set(out["status"]) <= set(STATUSES)
+    assert [out["status"][i] for i in (3, 8, 9)] == ["timeout"] * 3
+    assert out["correct"].to_list() == [False, False, False, False, True, False, True, True, False, False]
+    # each hang costs one deadline, not the 40 s math-verify would take (generous slack for a busy machine)
+    assert elapsed < 30, elapsed
 
 
 def test_check_references():
