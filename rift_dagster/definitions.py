@@ -11,9 +11,9 @@ from rift_dagster.defs.schedules import buffer_job, regeneration_job, regenerati
 MODULES = [problems, generation, rewards, training, evaluation, iteration]
 
 
-def resources(profile: str | None = None, data_dir: str | None = None) -> dict:
+def resources(profile: str | None = None, data_dir: str | None = None, out_of_process: bool = True) -> dict:
     return {
-        "rift": RunProfile(profile=profile or os.environ.get("RIFT_PROFILE", "tiny")),
+        "rift": RunProfile(profile=profile or os.environ.get("RIFT_PROFILE", "tiny"), out_of_process=out_of_process),
         "storage": RiftStorage(data_dir=data_dir or os.environ.get("RIFT_DATA_DIR", "data")),
     }
 

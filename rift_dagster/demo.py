@@ -8,6 +8,7 @@ import os
 import time
 
 import dagster as dg
+from rift_core.stats import to_markdown
 
 from rift_dagster.defs.training import METHODS
 
@@ -19,41 +20,46 @@ STEPS = [
 ]
 
 
-def materialize_all(profile: str, data_dir: str = "data", instance=None, steps=STEPS) -> None:
-    """Materialise every step, stopping at the first failure with Dagster's error."""
+def materialize_all(profile: str, data_dir: str = "data", instance=None, steps=STEPS, out_of_process: bool = True) -> list:
+    """Materialise every step, stopping at the first failure with Dagster's error; the runs' results."""
     from rift_dagster.definitions import defs, resources
 
     assets = list(defs.assets)
-    res = resources(profile, data_dir)
+    res = resources(profile, data_dir, out_of_process)
+    results = []
     for selection, keys in steps:
         for key in keys:
             label = ", ".join(selection) + (f" [{key}]" if key else "")
             print(f"==> materialising {label}", flush=True)
             start = time.time()
-            dg.materialize(assets, selection=selection, partition_key=key, resources=res, instance=instance)
+            results.append(dg.materialize(assets, selection=selection, partition_key=key, resources=res, instance=instance))
             print(f"    done in {time.time() - start:.1f} s", flush=True)
+    return results
 
 
 def tables(profile: str, data_dir: str = "data") -> dict[str, str]:
     """Table 1, Table 4 and the Mean@k / Pass@k tables, read back through the user's SQL catalog."""
     from rift_core.evaluate import results_tables
+    from rift_core.profiles import load_profile
+
+    from rift_dagster.defs.evaluation import in_paper_order
 
     from rift_dagster.sql import connect
-    from rift_dagster.defs.resources import markdown, RiftStorage
+    from rift_dagster.defs.resources import RiftStorage
 
-    con = connect(RiftStorage(data_dir=data_dir).db_path(profile))
+    con = connect(RiftStorage(data_dir=data_dir).db_path(load_profile(profile).name))
     try:
         out = {
-            "Table 1 (rollout buffer)": markdown(con.sql("SELECT * FROM buffer_stats").pl()),
-            "Table 4 (problems with mixed correct/incorrect responses)": markdown(con.sql("SELECT * FROM mixed_stats").pl()),
+            "Table 1 (rollout buffer)": to_markdown(con.sql("SELECT * FROM buffer_stats").pl()),
+            "Table 4 (problems with mixed correct/incorrect responses)": to_markdown(con.sql("SELECT * FROM mixed_stats").pl()),
         }
         scores = con.sql("SELECT * FROM scores").pl()
     finally:
         con.close()
-    mean, pas = results_tables(scores)
+    mean, pas = results_tables(in_paper_order(scores))
     k = int(scores["k"].max())
-    out[f"Mean@{k}"] = markdown(mean)
-    out[f"Pass@{k}"] = markdown(pas)
+    out[f"Mean@{k}"] = to_markdown(mean)
+    out[f"Pass@{k}"] = to_markdown(pas)
     return out
 
 
@@ -61,11 +67,13 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="tiny")
     ap.add_argument("--data-dir", default="data")
+    ap.add_argument("--in-process", action="store_true",
+                    help="train, generate and evaluate inside this process (no Pipes subprocesses; faster on a CPU)")
     args = ap.parse_args(argv)
     # With DAGSTER_HOME set (the Makefile sets it) the runs land in the instance `make ui` shows.
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
     start = time.time()
-    materialize_all(args.profile, args.data_dir, instance)
+    materialize_all(args.profile, args.data_dir, instance, out_of_process=not args.in_process)
     print(f"\nWhole graph materialised in {time.time() - start:.0f} s (profile {args.profile}).\n")
     for title, md in tables(args.profile, args.data_dir).items():
         print(f"## {title}\n\n{md}\n")

@@ -2,10 +2,11 @@
 import time
 
 import dagster as dg
+from rift_core.stats import to_markdown
 
 from rift_dagster.defs import checks
 from rift_dagster.defs.problems import base_model, base_model_info
-from rift_dagster.defs.resources import markdown, RiftStorage, RunProfile, file_hash
+from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash
 from rift_dagster.defs.training import METHODS, checkpoints
 
 model_partitions = dg.StaticPartitionsDefinition(["base", *METHODS])
@@ -29,8 +30,15 @@ def benchmarks(context: dg.AssetExecutionContext, rift: RunProfile, storage: Rif
     storage.publish_views(p.name)
     return dg.MaterializeResult(metadata={
         "dagster/row_count": sum(c["problems"] for c in counts),
-        "benchmarks": dg.MetadataValue.md(markdown(pl.DataFrame(counts))),
+        "benchmarks": dg.MetadataValue.md(to_markdown(pl.DataFrame(counts))),
     })
+
+
+def in_paper_order(scores):
+    """Score rows ordered base, sft, dft, rft, dpo, rift, naive (the row order of the results tables)."""
+    import polars as pl
+
+    return scores.sort(pl.col("model").cast(pl.Enum(model_partitions.get_partition_keys())), maintain_order=True)
 
 
 def results_markdown(storage: RiftStorage, profile) -> dict:
@@ -40,8 +48,8 @@ def results_markdown(storage: RiftStorage, profile) -> dict:
 
     files = sorted((storage.root(profile.name) / "scores").glob("*.parquet"))
     scores = pl.concat([pl.read_parquet(f) for f in files], how="vertical_relaxed")
-    mean, pas = results_tables(scores)
-    return {"mean_at_k": markdown(mean), "pass_at_k": markdown(pas)}
+    mean, pas = results_tables(in_paper_order(scores))
+    return {"mean_at_k": to_markdown(mean), "pass_at_k": to_markdown(pas)}
 
 
 @dg.asset(
@@ -53,7 +61,6 @@ def results_markdown(storage: RiftStorage, profile) -> dict:
 def benchmark_scores(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftStorage):
     """Mean@k and Pass@k on every benchmark for the base model (`base`) or one method's checkpoint."""
     import polars as pl
-    from rift_core.evaluate import evaluate
 
     key = context.partition_key
     p = rift.load()
@@ -66,10 +73,15 @@ def benchmark_scores(context: dg.AssetExecutionContext, rift: RunProfile, storag
         if not (root / "checkpoints" / key / "rift_run.json").exists():
             raise dg.Failure(f"checkpoints[{key}] is not materialised yet (no {model}/rift_run.json)")
         lineage = {"checkpoint_hash": file_hash(model), "buffer_hash": file_hash(root / "labels.parquet")}
-    bench = {f.stem: pl.read_parquet(f) for f in sorted((root / "benchmarks").glob("*.parquet"))}
+    bench = sorted((root / "benchmarks").glob("*.parquet"))
     start = time.time()
-    eval_kwargs = {k: v for k, v in p.evaluation.items() if k != "limit"}
-    scores = evaluate(model, bench, **eval_kwargs).with_columns(pl.lit(key).alias("model"))
+    # the benchmarks asset applied the limit; the same out_dir resumes an interrupted evaluation
+    out_dir = root / "eval" / key
+    kwargs = {"seed": p.seed, **{k: v for k, v in p.evaluation.items() if k != "limit"},
+              "out_dir": str(out_dir), "workers": rift.label_workers, "timeout_s": rift.label_timeout_s}
+    spec = {"model": model, "benchmarks": [str(f) for f in bench], "kwargs": kwargs, "output": str(out_dir / "scores.parquet")}
+    rift.worker(context, "evaluate", spec, out_dir / "spec.json")
+    scores = pl.read_parquet(out_dir / "scores.parquet").with_columns(pl.lit(key).alias("model"))
     path = storage.write(scores, p.name, f"scores/{key}.parquet")
     lineage = {**lineage, "base_model_hash": base["hash"]}
     storage.record_run(context, p.name, path=path, method=key, **lineage)
@@ -77,7 +89,7 @@ def benchmark_scores(context: dg.AssetExecutionContext, rift: RunProfile, storag
     tables = results_markdown(storage, p)
     summary = scores.select("benchmark", "k", "mean_at_k", "pass_at_k", "n_problems", "extraction_failure_rate")
     yield dg.MaterializeResult(metadata={
-        "scores": dg.MetadataValue.md(markdown(summary)),
+        "scores": dg.MetadataValue.md(to_markdown(summary)),
         "avg_mean_at_k": round(float(scores["mean_at_k"].mean()), 4),
         "avg_pass_at_k": round(float(scores["pass_at_k"].mean()), 4),
         "all_models_mean_at_k": dg.MetadataValue.md(tables["mean_at_k"]),
@@ -86,4 +98,4 @@ def benchmark_scores(context: dg.AssetExecutionContext, rift: RunProfile, storag
         "duration_s": round(time.time() - start, 2),
         **lineage,
     })
-    yield checks.scores_valid(scores, list(bench))
+    yield checks.scores_valid(scores, [f.stem for f in bench])

@@ -8,13 +8,15 @@ from rift_dagster.defs.problems import base_model, base_model_info, seed_problem
 from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash
 
 
-def sample(profile, model: str, problems_path: Path, chunk_dir: Path):
-    """Generate rollouts, resuming from the finished chunks in `chunk_dir` (same dir = no redone work)."""
+def sample(context, rift: RunProfile, profile, model: str, problems_path: Path, chunk_dir: Path, output: Path):
+    """Generate rollouts into `output`, resuming from the finished chunks in `chunk_dir` (same dir = no
+    redone work)."""
     import polars as pl
-    from rift_core.generation import GenerationConfig, generate_rollouts
 
-    cfg = GenerationConfig(**{"seed": profile.seed, **profile.generation})
-    return generate_rollouts(pl.read_parquet(problems_path), model, cfg, out_dir=chunk_dir)
+    spec = {"problems": str(problems_path), "model": model, "chunks": str(chunk_dir), "output": str(output),
+            "config": {"seed": profile.seed, **profile.generation}}
+    rift.worker(context, "generate", spec, chunk_dir.parent / f"{chunk_dir.name}.spec.json")
+    return pl.read_parquet(output)
 
 
 def rollout_metadata(df, path: Path, seconds: float) -> dict:
@@ -39,8 +41,8 @@ def rollouts(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftS
     root = storage.root(p.name)
     base = base_model_info(storage, p)
     start = time.time()
-    df = sample(p, base["path"], root / "problems.parquet", root / "rollout_chunks")
-    path = storage.write(df, p.name, "rollouts.parquet")
+    path = root / "rollouts.parquet"
+    df = sample(context, rift, p, base["path"], root / "problems.parquet", root / "rollout_chunks", path)
     digest = file_hash(path)
     storage.record_run(context, p.name, path=path, content_hash=digest, base_model_hash=base["hash"],
                        problems_hash=file_hash(root / "problems.parquet"))

@@ -5,11 +5,12 @@ import time
 from pathlib import Path
 
 import dagster as dg
+from rift_core.stats import to_markdown
 
 from rift_dagster.defs import checks
 from rift_dagster.defs.generation import rollout_metadata, sample
 from rift_dagster.defs.problems import seed_problems
-from rift_dagster.defs.resources import markdown, RiftStorage, RunProfile, file_hash
+from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash
 from rift_dagster.defs.rewards import label, label_metadata
 from rift_dagster.defs.training import checkpoints, train
 
@@ -47,8 +48,8 @@ def round_rollouts(context: dg.AssetExecutionContext, rift: RunProfile, storage:
     model = source_model(storage, p, key)
     out = round_dir(storage, p, key)
     start = time.time()
-    df = sample(p, str(model), storage.root(p.name) / "problems.parquet", out / "chunks")
-    path = storage.write(df, p.name, f"rounds/round={key}/rollouts.parquet")
+    path = out / "rollouts.parquet"
+    df = sample(context, rift, p, str(model), storage.root(p.name) / "problems.parquet", out / "chunks", path)
     storage.record_run(context, p.name, path=path, source_model=model, checkpoint_hash=file_hash(model))
     storage.publish_views(p.name)
     return dg.MaterializeResult(metadata={**rollout_metadata(df, path, time.time() - start),
@@ -74,8 +75,8 @@ def round_labels(context: dg.AssetExecutionContext, rift: RunProfile, storage: R
     storage.publish_views(p.name)
     yield dg.MaterializeResult(metadata={
         **label_metadata(labels, path, time.time() - start),
-        "table1": dg.MetadataValue.md(markdown(buffer_table(labels))),
-        "table4": dg.MetadataValue.md(markdown(mixed_table(labels))),
+        "table1": dg.MetadataValue.md(to_markdown(buffer_table(labels))),
+        "table4": dg.MetadataValue.md(to_markdown(mixed_table(labels))),
     })
     yield checks.labels_complete(roll, labels)
 

@@ -2,8 +2,9 @@
 import time
 
 import dagster as dg
+from rift_core.stats import to_markdown
 
-from rift_dagster.defs.resources import markdown, RiftStorage, RunProfile, file_hash, read_json, write_json
+from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash, read_json, write_json
 
 
 @dg.asset(group_name="problems", kinds={"polars", "parquet"})
@@ -26,7 +27,7 @@ def seed_problems(context: dg.AssetExecutionContext, rift: RunProfile, storage: 
             "path": dg.MetadataValue.path(str(path)),
             "content_hash": digest,
             "duration_s": round(time.time() - start, 2),
-            "preview": dg.MetadataValue.md(markdown(df.head(5).select("problem_id", "question", "answer"))),
+            "preview": dg.MetadataValue.md(to_markdown(df.head(5).select("problem_id", "question", "answer"))),
         },
         data_version=dg.DataVersion(digest),
     )

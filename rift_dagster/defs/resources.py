@@ -9,6 +9,7 @@ read-write) SQL session keeps working and its views read the new Parquet files o
 import hashlib
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -40,6 +41,7 @@ class RunProfile(dg.ConfigurableResource):
 
     profile: str = "tiny"
     launcher: list[str] = []
+    out_of_process: bool = True  # False: train/generate/evaluate inside the run's process (fast tests)
     label_workers: int = 2
     label_timeout_s: float = 5.0
 
@@ -48,10 +50,26 @@ class RunProfile(dg.ConfigurableResource):
 
         return load_profile(self.profile)
 
-    def command(self, *args: str, distributed: bool = False) -> list[str]:
+    def command(self, *args: str, distributed: bool = False, module: str = "rift_core") -> list[str]:
         """`python -m rift_core ARGS`, behind the launcher for steps that can use several devices."""
         prefix = list(self.launcher) if (distributed and self.launcher) else [sys.executable]
-        return [*prefix, "-m", "rift_core", *args]
+        return [*prefix, "-m", module, *args]
+
+    def pipes(self, context, cmd: list[str]) -> None:
+        """Run `cmd` as a Pipes subprocess: its output goes to the run's logs, a non-zero exit fails the step."""
+        context.log.info("running: " + shlex.join(cmd))
+        dg.PipesSubprocessClient().run(command=cmd, context=context)
+
+    def worker(self, context, step: str, spec: dict, spec_path: Path) -> None:
+        """A `rift_dagster.worker` step (generate / evaluate), out of process unless out_of_process=False."""
+        spec_path.parent.mkdir(parents=True, exist_ok=True)
+        spec_path.write_text(json.dumps(spec))
+        if self.out_of_process:
+            self.pipes(context, self.command(step, str(spec_path), module="rift_dagster.worker"))
+        else:
+            from rift_dagster.worker import main
+
+            main([step, str(spec_path)])
 
 
 class RiftStorage(dg.ConfigurableResource):
@@ -138,11 +156,3 @@ def write_json(path: Path, obj: dict) -> None:
     tmp.write_text(json.dumps(obj, indent=1))
     os.replace(tmp, path)
 
-
-def markdown(df) -> str:
-    """A polars frame as a markdown table (for metadata the UI renders)."""
-    import polars as pl
-
-    with pl.Config(tbl_formatting="MARKDOWN", tbl_hide_column_data_types=True, tbl_hide_dataframe_shape=True,
-                   tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=80, tbl_width_chars=10_000):
-        return str(df)

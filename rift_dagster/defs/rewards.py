@@ -2,10 +2,11 @@
 import time
 
 import dagster as dg
+from rift_core.stats import to_markdown
 
 from rift_dagster.defs import checks
 from rift_dagster.defs.generation import rollouts
-from rift_dagster.defs.resources import markdown, RiftStorage, RunProfile, file_hash
+from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash
 
 
 def label(rift: RunProfile, profile, rollouts_df):
@@ -23,7 +24,7 @@ def label_metadata(labels, path, seconds: float) -> dict:
         "positives": int((labels["reward"] > 0).sum()),
         "negatives": int((labels["reward"] < 0).sum()),
         "zero_reward": int((labels["reward"] == 0).sum()),
-        "status_counts": dg.MetadataValue.md(markdown(status)),
+        "status_counts": dg.MetadataValue.md(to_markdown(status)),
         "path": dg.MetadataValue.path(str(path)),
         "duration_s": round(seconds, 2),
     }
@@ -80,9 +81,9 @@ def buffer_stats(context: dg.AssetExecutionContext, rift: RunProfile, storage: R
     storage.record_run(context, p.name, path=root / "buffer_stats.parquet", buffer_hash=file_hash(root / "labels.parquet"))
     db = storage.publish_views(p.name)
     yield dg.MaterializeResult(metadata={
-        "table1": dg.MetadataValue.md(markdown(table1)),
-        "table4": dg.MetadataValue.md(markdown(table4)),
-        "k_ablation": dg.MetadataValue.md(markdown(ablation)),
+        "table1": dg.MetadataValue.md(to_markdown(table1)),
+        "table4": dg.MetadataValue.md(to_markdown(table4)),
+        "k_ablation": dg.MetadataValue.md(to_markdown(ablation)),
         "duckdb": dg.MetadataValue.path(str(db)),
     })
     yield checks.stats_match_labels(labels, table1, table4, root / "labels.parquet")

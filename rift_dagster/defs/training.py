@@ -6,10 +6,11 @@ import time
 from pathlib import Path
 
 import dagster as dg
+from rift_core.stats import to_markdown
 
 from rift_dagster.defs import checks
 from rift_dagster.defs.problems import base_model, base_model_info, seed_problems
-from rift_dagster.defs.resources import markdown, RiftStorage, RunProfile, file_hash, read_json
+from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash, read_json
 from rift_dagster.defs.rewards import reward_labels
 
 METHODS = ["sft", "dft", "rft", "dpo", "rift", "naive"]
@@ -55,10 +56,14 @@ def cli_flags(options: dict) -> list[str]:
 def train(context, rift: RunProfile, profile, method: str, model: str, data_path: Path, out_dir: Path) -> dict:
     """Run one training job out of process; the same `out_dir` resumes from its last checkpoint."""
     options = {"reward_scheme": profile.rewards.get("scheme"), "seed": profile.seed, **profile.train_kwargs(method)}
-    cmd = rift.command("train", "--method", method, "--model", model, "--data", str(data_path),
-                       "--output", str(out_dir), *cli_flags(options), distributed=True)
-    context.log.info("running: " + " ".join(cmd))
-    dg.PipesSubprocessClient().run(command=cmd, context=context)
+    if rift.out_of_process:
+        rift.pipes(context, rift.command("train", "--method", method, "--model", model, "--data", str(data_path),
+                                         "--output", str(out_dir), *cli_flags(options), distributed=True))
+    else:
+        from rift_core.trainer import TrainConfig
+        from rift_core.trainer import train as train_in_process
+
+        train_in_process(TrainConfig(method=method, model=model, output_dir=str(out_dir), **options), data_path)
     run = read_json(out_dir / "rift_run.json")
     if not run:
         raise dg.Failure(f"training finished but wrote no {out_dir / 'rift_run.json'}")
@@ -98,7 +103,7 @@ def checkpoints(context: dg.AssetExecutionContext, rift: RunProfile, storage: Ri
             "checkpoint_hash": ckpt_hash, "buffer_hash": buffer_hash, "base_model_hash": base["hash"],
             "training_rows": len(data),
             "duration_s": round(time.time() - start, 2),
-            "loss_curve": dg.MetadataValue.md(markdown(curve)),
+            "loss_curve": dg.MetadataValue.md(to_markdown(curve)),
             **{f"run/{k}": v for k, v in scalars.items()},
         },
         data_version=dg.DataVersion(ckpt_hash),
