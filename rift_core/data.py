@@ -239,7 +239,8 @@ def load_problems(source: str, *, data_root: str = "../shared/data", limit: int 
     """The problems frame for `source` (see the module doc), every row validated.
 
     `limit` keeps a random subset of that many problems, drawn with `seed` (file order is kept).
-    `problem_id` is `<label>-<record index>` (e.g. `gsm8k-train-17`), or `<label>-<value of id_field>`.
+    `problem_id` is `<label>-<record index>` (e.g. `gsm8k-train-17`), `<label>-<value of id_field>`, or
+    the file's own `problem_id` (a problems frame written to Parquet/JSONL reads back unchanged).
     The field arguments override a known format, or describe an unknown one; `answer_from_boxed=F`
     takes the answer from the last \\boxed{} of field F.
     """
@@ -261,11 +262,16 @@ def load_problems(source: str, *, data_root: str = "../shared/data", limit: int 
             if isinstance(row, BadRow):
                 raise row
             question, answer, solution = extract(row)
-            pid = f"{label}-{index}" if id_field is None else f"{label}-{_text(row, id_field)}"
+            if id_field:
+                pid = f"{label}-{_text(row, id_field)}"
+            elif "problem_id" in row:  # a problems frame saved by this project keeps its ids
+                pid = _text(row, "problem_id")
+            else:
+                pid = f"{label}-{index}"
             if pid in seen:
-                raise BadRow(id_field, f"duplicate id {pid!r} (first at {line_word} {seen[pid]})")
+                raise BadRow(id_field or "problem_id", f"duplicate id {pid!r} (first at {line_word} {seen[pid]})")
             seen[pid] = n
-            rows.append((pid, question, answer, solution, source))
+            rows.append((pid, question, answer, solution, row.get("source") or source))
         except BadRow as e:
             message = f"{where}: {line_word} {n}: {e}"
             if not skip_bad:

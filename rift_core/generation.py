@@ -262,7 +262,10 @@ class VLLMBackend:
 
     def generate(self, prompts: list[str], chunk_seed: int, problem_ids: list[str], progress) -> list[tuple]:
         params = vllm_sampling_params(self.cfg, [derive_seed(self.cfg.seed, pid) for pid in problem_ids])
-        results = rows_from_vllm(self.llm.generate(prompts, params, use_tqdm=False), self.cfg.k)
+        # Token ids, not text: vLLM would add special tokens (a second BOS) to an already-rendered chat prompt.
+        ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        outputs = self.llm.generate([{"prompt_token_ids": x} for x in ids], params, use_tqdm=False)
+        results = rows_from_vllm(outputs, self.cfg.k)
         progress(len(results))
         return results
 
@@ -355,8 +358,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--problems", required=True, help="a load_problems source: known name, toy:<split>, file, hub id")
     p.add_argument("--out", required=True, help="output folder (chunk files + manifest; rerun to resume)")
     p.add_argument("--data-root", default="../shared/data")
-    p.add_argument("--limit", type=int, default=None, help="seeded random subset of this many problems")
+    p.add_argument("--limit", type=int, default=None, help="random subset of this many problems (drawn with --seed)")
     p.add_argument("--skip-bad", action="store_true", help="skip (and report) bad problem rows")
+    for name in ("question_field", "answer_field", "solution_field", "answer_from_boxed", "id_field"):
+        p.add_argument(f"--{name.replace('_', '-')}", default=None, help="for problem files in other formats")
     d = GenerationConfig()
     p.add_argument("--backend", choices=("transformers", "vllm"), default=d.backend)
     for name in ("k", "max_new_tokens", "seed", "batch_size", "chunk_problems"):
@@ -374,7 +379,10 @@ def main(argv: list[str] | None = None) -> None:
         import torch
 
         torch.set_num_threads(a.threads)
-    problems = load_problems(a.problems, data_root=a.data_root, limit=a.limit, seed=a.seed, skip_bad=a.skip_bad)
+    problems = load_problems(a.problems, data_root=a.data_root, limit=a.limit, seed=a.seed, skip_bad=a.skip_bad,
+                             question_field=a.question_field, answer_field=a.answer_field,
+                             solution_field=a.solution_field, answer_from_boxed=a.answer_from_boxed,
+                             id_field=a.id_field)
     cfg = GenerationConfig(
         backend=a.backend, k=a.k, temperature=a.temperature, top_p=a.top_p, max_new_tokens=a.max_new_tokens,
         seed=a.seed, batch_size=a.batch_size, template=a.template, template_kwargs=a.template_kwargs,

@@ -128,6 +128,15 @@ def test_json_and_parquet_files(tmp_path):
         load_problems(str(tmp_path / "q.json"))
 
 
+def test_a_saved_problems_frame_reads_back_unchanged(shared_data, tmp_path):
+    df = load_problems("gsm8k:test", data_root=str(shared_data), limit=20)
+    df.write_parquet(tmp_path / "subset.parquet")
+    assert load_problems(str(tmp_path / "subset.parquet")).equals(df)
+    pl.concat([df, df.head(1)]).write_ndjson(tmp_path / "dup.jsonl")
+    with pytest.raises(ValueError, match=r"dup.jsonl: line 21: field 'problem_id': duplicate id 'gsm8k-test-\d+'"):
+        load_problems(str(tmp_path / "dup.jsonl"))
+
+
 def test_unknown_sources_say_what_is_expected(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.jsonl not found"):
         load_problems(str(tmp_path / "missing.jsonl"))

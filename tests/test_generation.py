@@ -150,6 +150,7 @@ def test_bad_inputs_are_named():
         generate_rollouts(pl.concat([problems(2), problems(1)]), "unused")
 
 
+@pytest.mark.slow
 def test_killed_cli_run_resumes_to_the_uninterrupted_rows(tiny_model, tmp_path):
     src = tmp_path / "problems.jsonl"
     src.write_text("".join(json.dumps({"question": f"What is {i} times 3?", "answer": str(3 * i)}) + "\n" for i in range(24)))
