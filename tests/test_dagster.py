@@ -8,7 +8,6 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
-import pytest
 import yaml
 
 from rift_dagster.definitions import defs, resources

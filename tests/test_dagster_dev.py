@@ -25,6 +25,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def seed_base_policy(tmp_path_factory, data_dir: Path, profile: str = PROFILE) -> None:
+    """Put the profile's toy base policy into `data_dir` the way base_model leaves it, trained once per test
+    session (base_model then finds it and reuses it, as it does for a user's second run)."""
+    from rift_core.profiles import load_profile
+    from rift_core.toy import ensure_base_policy
+
+    p = load_profile(profile)
+    if p.base_model != "toy":
+        return
+    policy = ensure_base_policy(tmp_path_factory.getbasetemp() / "toy_policies", progress=False, **p.toy)
+    shutil.copytree(policy, data_dir / p.name / "base_model" / policy.name, dirs_exist_ok=True)
+
+
 class DagsterDev:
     """A `dagster dev` process on 127.0.0.1 with its own DAGSTER_HOME (nux and telemetry off)."""
 
@@ -97,7 +110,9 @@ class DagsterDev:
 
 @pytest.fixture(scope="module")
 def dagster_dev(tmp_path_factory):
-    dev = DagsterDev(tmp_path_factory.mktemp("dagster_dev"))
+    root = tmp_path_factory.mktemp("dagster_dev")
+    seed_base_policy(tmp_path_factory, root / "data")
+    dev = DagsterDev(root)
     yield dev
     dev.stop()
 
