@@ -26,9 +26,13 @@ def test_profile_loads_and_every_section_builds_its_config(name):
 
 
 @pytest.mark.parametrize("name", PROFILES)
-def test_generation_section_builds_generation_config(name):
-    generation = pytest.importorskip("rift_core.generation")
-    generation.GenerationConfig(**load_profile(name).generation)
+def test_generation_and_evaluation_sections_build_generation_configs(name):
+    from rift_core.generation import GenerationConfig
+
+    prof = load_profile(name)
+    GenerationConfig(**prof.generation)
+    evaluation = {k: v for k, v in prof.evaluation.items() if k not in ("k", "limit", "seed", "workers", "timeout_s")}
+    GenerationConfig(**{**prof.generation, **evaluation})
 
 
 def test_paper_profile_holds_the_papers_setting():

@@ -1,0 +1,82 @@
+"""Train (or reuse) a profile's toy base policy and measure where it sits: the calibration check.
+
+Prints the training time, greedy accuracy, and, with the profile's K / temperature / top-p on its seed
+problems, the share of positive samples (%Pos, paper Table 1) and of problems whose K samples mix
+correct and incorrect answers (%Mixed, paper Table 4); the target regime is %Mixed >= 50% and
+%Pos in 30-80%. Grading is exact match of the last \\boxed{} number (the pipeline uses math-verify).
+
+    .venv/bin/python benchmarks/bench_base_policy.py --profile tiny --threads 1
+"""
+import argparse
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import polars as pl
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from rift_core import toy  # noqa: E402
+from rift_core.profiles import load_profile  # noqa: E402
+
+BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
+
+
+def boxed(text: str) -> str | None:
+    found = BOXED.findall(text)
+    return found[-1].strip() if found else None
+
+
+def sample(path, seeds: pl.DataFrame, **gen) -> tuple[list[str], float]:
+    """The pipeline's own sampler (rift_core.generation): responses, problem-major, and the seconds taken."""
+    from rift_core.generation import GenerationConfig, generate_rollouts
+
+    t0 = time.time()
+    rollouts = generate_rollouts(seeds, str(path), GenerationConfig(**gen), progress=False)
+    return rollouts.sort("problem_id", "sample_idx", maintain_order=True)["response"].to_list(), time.time() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default="tiny")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
+    ap.add_argument("--cache", default=None, help="policy cache folder (default: a fresh temporary one)")
+    ap.add_argument("--n", type=int, default=None, help="seed problems to sample (default: the profile's n_seeds)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    prof = load_profile(args.profile)
+    gen = prof.generation
+    k, n = gen["k"], args.n or prof.n_seeds
+
+    cache = Path(args.cache or tempfile.mkdtemp(prefix="toy-base-"))
+    t0 = time.time()
+    path = toy.ensure_base_policy(cache, **prof.toy)
+    train_s = time.time() - t0
+
+    seeds = toy.problems(prof.seeds.removeprefix("toy:"), n, prof.seed)
+    seeds = seeds.sort("problem_id")
+    answers = seeds["answer"].to_list()
+    greedy, greedy_s = sample(path, seeds, **{**gen, "k": 1, "temperature": 0.0})
+    sampled, sample_s = sample(path, seeds, **gen)
+
+    correct = [[boxed(sampled[i * k + j]) == a for j in range(k)] for i, a in enumerate(answers)]
+    frame = seeds.select(steps=pl.col("solution").str.count_matches(" = ")).with_columns(
+        greedy=pl.Series([boxed(g) == a for g, a in zip(greedy, answers)]),
+        pos=pl.Series([sum(c) / k for c in correct]),
+        mixed=pl.Series([0 < sum(c) < k for c in correct]),
+    )
+    print(f"profile {prof.name} ({prof.source}), toy settings {prof.toy}, torch threads {args.threads}")
+    print(f"base policy: {path}")
+    print(f"train (or reuse) base policy: {train_s:.1f} s")
+    print(f"greedy, {n} problems: {greedy_s:.1f} s; sampled, {n} x K={k} at T={gen['temperature']}, "
+          f"top_p={gen['top_p']}: {sample_s:.1f} s ({n * k / sample_s:.1f} sequences/s)")
+    print(f"greedy accuracy {frame['greedy'].mean():.1%}   %Pos {frame['pos'].mean():.1%}   "
+          f"%Mixed {frame['mixed'].mean():.1%}   (target: %Mixed >= 50%, %Pos 30-80%)")
+    by = frame.group_by("steps").agg(pl.len().alias("problems"), pl.col("greedy", "pos", "mixed").mean()).sort("steps")
+    print(by)
+
+
+if __name__ == "__main__":
+    main()
