@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import random
+import threading
 import time
 from pathlib import Path
 
@@ -40,6 +41,22 @@ def build_buffer(data: Path, n_problems: int = 3000, k: int = 8, seed: int = 0) 
     return pl.DataFrame(out)
 
 
+def watch_worker_cpu(cpu: dict, stop: threading.Event) -> None:
+    """Record the CPU seconds of every child of the grading forkserver (the workers), Linux /proc."""
+    from multiprocessing import forkserver
+
+    tick = os.sysconf("SC_CLK_TCK")
+    while not stop.wait(0.05):
+        server = forkserver._forkserver._forkserver_pid
+        for pid in os.listdir("/proc"):
+            try:
+                fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if pid.isdigit() and int(fields[1]) == server:
+                cpu[pid] = (int(fields[11]) + int(fields[12])) / tick
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -52,14 +69,24 @@ def main() -> None:
           f"mean {buffer['response'].str.len_chars().mean():.0f} chars; kinds {dict(buffer['kind'].value_counts().iter_rows())}")
 
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    label_rollouts(buffer.head(1), workers=1)  # start the forkserver outside the timing
+    cpu, stop = {}, threading.Event()
+    watcher = threading.Thread(target=watch_worker_cpu, args=(cpu, stop), daemon=True)
+    watcher.start()
     t0 = time.perf_counter()
     labels = label_rollouts(buffer, workers=args.workers, timeout_s=10.0)
     pool_s = time.perf_counter() - t0
+    stop.set()
+    watcher.join()
     status = dict(labels["status"].value_counts().iter_rows())
     by_kind = labels.group_by("kind").agg(pl.col("correct").mean().round(3)).sort("kind")
     print(f"pool, {args.workers} workers: {pool_s:.1f} s for {labels.height} rows = {labels.height / pool_s:.0f} labels/s; "
           f"target <= 60 s: {'MET' if pool_s <= 60 else 'MISSED'} ({pool_s / 60:.2f}x of budget)")
     print(f"status {status}; accuracy by kind {dict(by_kind.iter_rows())}")
+    worker_cpu = sum(cpu.values())
+    print(f"workers used {worker_cpu:.1f} CPU-s ({1000 * worker_cpu / labels.height:.2f} ms per response), "
+          f"{worker_cpu / args.workers / pool_s:.0%} of a core each; on {args.workers} idle cores: "
+          f"{worker_cpu / args.workers:.1f} s ({worker_cpu / args.workers / 60:.2f}x of the 60 s budget)")
 
     # Serial in-process grading of a subsample, timed by wall clock and by CPU time: the CPU rate is
     # what an idle core gives, so it tells the pool's time on an idle 2-core machine apart from the
