@@ -132,3 +132,20 @@ def test_run_launched_through_graphql_fills_the_sql_tables(dagster_dev):
         assert launched == set(UNPARTITIONED)
     finally:
         con.close()
+
+
+@pytest.mark.slow
+def test_training_runs_out_of_process_through_pipes(dagster_dev):
+    """checkpoints[rift] launched as a user would (a partitioned run from the UI/API): trained by a
+    `python -m rift_core train` subprocess, its summary and loss curve back in the asset's metadata."""
+    run_id = dagster_dev.launch("__ASSET_JOB", ["checkpoints"], tags={"dagster/partition": "rift"})
+    assert dagster_dev.wait(run_id) == "SUCCESS", (dagster_dev.home.parent / "dagster_dev.log").read_text()[-3000:]
+    events = dagster_dev.query("""query($id: ID!) { runOrError(runId: $id) { ... on Run { eventConnection { events {
+        __typename ... on MessageEvent { message } ... on MaterializationEvent { partition metadataEntries { label } } } } } } }""",
+                               {"id": run_id})["runOrError"]["eventConnection"]["events"]
+    assert any("-m rift_core train --method rift" in (e.get("message") or "") for e in events)
+    (mat,) = [e for e in events if e["__typename"] == "MaterializationEvent"]
+    labels = {m["label"] for m in mat["metadataEntries"]}
+    assert mat["partition"] == "rift"
+    assert {"checkpoint_hash", "buffer_hash", "base_model_hash", "loss_curve", "run/final_loss"} <= labels
+    assert (dagster_dev.data / PROFILE_NAME / "checkpoints" / "rift" / "rift_run.json").exists()
