@@ -39,6 +39,7 @@ def generation():
     return pytest.importorskip("rift_core.generation", reason="rift_core.generation (issue 2, other engineer) not merged yet")
 
 
+@pytest.mark.slow
 def test_every_real_benchmark_end_to_end(generation, tiny_model, shared_data, tmp_path):
     from rift_core.evaluate import evaluate
 
