@@ -290,12 +290,13 @@ def _reward_expr(scheme: str, r_pos: float, r_neg: float, over: list[str] | None
     if scheme == "constant":
         return r
     grp = (lambda e: e.over(over)) if over else (lambda e: e)
-    centred = r - grp(r.mean())
-    if scheme == "gaussian":
-        std = grp(r.std(ddof=0))
-        return pl.when(std > 0).then(centred / std).otherwise(0.0)
     alpha = grp(pl.col("correct").cast(pl.Float64).mean())  # N+ / N
-    return alpha * (centred if scheme == "gpg_mean" else r)
+    if scheme == "gpg_scaled":
+        return alpha * r
+    centred = r - grp(r.mean())
+    value = centred / grp(r.std(ddof=0)) if scheme == "gaussian" else alpha * centred
+    # uniform groups decided on counts, not on a float std that rounding may leave at 1e-17
+    return pl.when((alpha > 0) & (alpha < 1)).then(value).otherwise(0.0)
 
 
 def group_rewards(correct: list[bool], scheme: str = "constant", r_pos: float = 1.0, r_neg: float = -0.2) -> list[float]:
