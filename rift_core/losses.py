@@ -56,7 +56,20 @@ def token_logps(model, input_ids, attention_mask, labels) -> tuple[torch.Tensor,
     Goes through TRL's fused LM head, which projects and normalises the hidden states in tiles over the vocabulary
     and recomputes them in backward, so the [B, T, V] logits never exist. `labels` holds -100 where no loss is
     wanted (prompt, padding). The model must carry that head: SFTTrainer adds it; elsewhere call
-    `trl.trainer.utils.add_fused_lm_head(model)` once.
+    `trl.trainer.utils.add_fused_lm_head(model)` once (and `fit_fused_head_to_cpu()` on CPU).
     """
     out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True, use_cache=False)
     return out.log_probs, out.label_mask
+
+
+def fit_fused_head_to_cpu() -> None:
+    """Shrink the fused head's tiles for CPUs. TRL sizes them for GPUs, [4,096 tokens x 32,768 vocab]: its torch
+    fallback then holds several float32 temporaries of that size, more memory than the full logits, and runs 2x
+    slower. [512 x 4,096] tiles (8 MiB, cache-sized) measured ~7x less memory than the full logits at about their
+    speed (benchmarks/results/memory.md). Process-wide; only call it where no GPU trains.
+    """
+    import trl.kernels.chunked_logprob as kernel
+    import trl.trainer.utils as trl_utils
+
+    kernel.TOKEN_CHUNK_SIZE = 512
+    trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE = 4096

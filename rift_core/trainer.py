@@ -30,7 +30,7 @@ import torch
 from transformers import TrainerCallback
 
 from rift_core.io import read_table
-from rift_core.losses import GRANULARITIES, naive_loss, rift_loss, token_logps
+from rift_core.losses import GRANULARITIES, fit_fused_head_to_cpu, naive_loss, rift_loss, token_logps
 from rift_core.prompts import chat_messages
 
 METHODS = ("sft", "dft", "rft", "dpo", "rift", "naive")
@@ -100,6 +100,8 @@ def train(cfg: TrainConfig, data: pl.DataFrame | str | os.PathLike, callbacks=()
     run_key = {**_knobs(cfg), "data_hash": data_hash}
     resume_from = _prepare_work_dir(work, run_key, cfg.resume, get_last_checkpoint)
 
+    if not torch.cuda.is_available():
+        fit_fused_head_to_cpu()
     tokenizer = AutoTokenizer.from_pretrained(cfg.model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

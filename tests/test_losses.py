@@ -149,3 +149,27 @@ def test_token_logps_match_full_log_softmax_and_backpropagate(tiny_model):
     assert torch.all(logps[~mask] == 0)
     rift_loss(logps, mask, torch.tensor([1.0, -0.2, 0.5])).backward()
     assert model.get_output_embeddings().weight.grad.abs().sum() > 0
+
+
+def test_cpu_sized_tiles_give_the_same_log_probs_across_several_tiles():
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    from rift_core.losses import fit_fused_head_to_cpu
+
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=9000, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True)
+    model = Qwen2ForCausalLM(config)
+    input_ids = torch.randint(0, 9000, (2, 400))  # 798 scored tokens: 2 token tiles x 3 vocabulary tiles
+    logits = model(input_ids=input_ids).logits[:, :-1]
+    reference = torch.log_softmax(logits, -1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+    reference.sum().backward()
+    reference_grad = model.get_output_embeddings().weight.grad.clone()
+    model.zero_grad()
+    fit_fused_head_to_cpu()
+    add_fused_lm_head(model)
+    logps, mask = token_logps(model, input_ids, torch.ones_like(input_ids), input_ids)
+    logps.sum().backward()
+    assert mask.all() and torch.allclose(logps, reference.detach(), atol=1e-4)
+    assert torch.allclose(model.get_output_embeddings().weight.grad, reference_grad, atol=1e-4)
