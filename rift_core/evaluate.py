@@ -23,10 +23,7 @@ PAPER_SAMPLING = {"temperature": 0.7, "top_p": 0.8}
 
 def _load(benchmarks, limit: int | None, seed: int, data_root: str) -> dict[str, pl.DataFrame]:
     if isinstance(benchmarks, dict):
-        frames = dict(benchmarks)
-        if limit is not None:
-            frames = {n: f.sample(min(limit, f.height), seed=seed) if f.height > limit else f for n, f in frames.items()}
-        return frames
+        return {n: f.sample(limit, seed=seed) if limit is not None and f.height > limit else f for n, f in benchmarks.items()}
     from rift_core.data import load_problems
 
     return {name: load_problems(name, data_root=data_root, limit=limit, seed=seed) for name in benchmarks}
