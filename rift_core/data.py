@@ -164,6 +164,10 @@ EXTRACTORS = {
 }
 
 
+def _not_object(value) -> BadRow:
+    return BadRow(None, f"expected a JSON object, got {type(value).__name__}")
+
+
 def _read_records(path: Path):
     """Yield (line or record number, row dict or a BadRow) from a JSONL / JSON / Parquet file."""
     if path.suffix == ".jsonl":
@@ -176,7 +180,7 @@ def _read_records(path: Path):
                 except json.JSONDecodeError as e:
                     yield n, BadRow(None, f"malformed JSON ({e.msg} at column {e.colno})")
                     continue
-                yield n, row if isinstance(row, dict) else BadRow(None, f"expected a JSON object, got {type(row).__name__}")
+                yield n, row if isinstance(row, dict) else BadRow(None, _not_object(row))
     elif path.suffix == ".json":
         try:
             rows = json.loads(path.read_text(encoding="utf-8"))
@@ -186,7 +190,7 @@ def _read_records(path: Path):
             rows = next(iter(rows.values()))  # {"data": [...]}
         if not isinstance(rows, list):
             raise ValueError(f"{path}: expected a JSON list of objects (or JSON lines in a .jsonl file)")
-        yield from ((n, r if isinstance(r, dict) else BadRow(None, "expected a JSON object")) for n, r in enumerate(rows, 1))
+        yield from ((n, r if isinstance(r, dict) else _not_object(r)) for n, r in enumerate(rows, 1))
     elif path.suffix == ".parquet":
         yield from enumerate(pl.read_parquet(path).iter_rows(named=True), 1)
     else:

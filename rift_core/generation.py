@@ -340,9 +340,9 @@ def generate_rollouts(problems: pl.DataFrame, model: str, cfg: GenerationConfig 
         results = backend.generate(prompts, derive_seed(cfg.seed, f"chunk{i}"), chunk["problem_id"].to_list(),
                                    bar.update)
         settings = (str(model), cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed)
+        problem_rows = chunk.select("problem_id", "question", "answer").iter_rows()
         rows = [(pid, j, q, a, prompt, *results[n * cfg.k + j], *settings)
-                for n, ((pid, q, a), prompt) in enumerate(zip(chunk.select("problem_id", "question", "answer").iter_rows(), prompts))
-                for j in range(cfg.k)]
+                for n, ((pid, q, a), prompt) in enumerate(zip(problem_rows, prompts)) for j in range(cfg.k)]
         frame = pl.DataFrame(rows, schema=ROLLOUT_SCHEMA, orient="row")
         if paths[i] is not None:
             write_parquet_atomic(frame, paths[i])

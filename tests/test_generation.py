@@ -91,7 +91,8 @@ def test_rollouts_schema_eos_and_seeding(chaotic_model):
     cfg = GenerationConfig(k=8, temperature=1.0, top_p=1.0, max_new_tokens=40, chunk_problems=3, batch_size=16)
     a = generate_rollouts(problems(4), str(chaotic_model), cfg, progress=False)
     assert a.schema == pl.Schema(ROLLOUT_SCHEMA)
-    assert a.height == 32 and a.group_by("problem_id").agg(pl.col("sample_idx").sort())["sample_idx"].to_list() == [list(range(8))] * 4
+    assert a.height == 32
+    assert a.group_by("problem_id").agg(pl.col("sample_idx").sort())["sample_idx"].to_list() == [list(range(8))] * 4
     assert set(a["finish_reason"]) == {"stop", "length"}  # this seed stops some samples at EOS
     assert (a.filter(pl.col("finish_reason") == "length")["num_tokens"] == 40).all()
     assert (a.filter(pl.col("finish_reason") == "stop")["num_tokens"] < 40).all()
