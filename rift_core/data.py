@@ -1,9 +1,9 @@
 """Problems: seed sets and benchmarks as one frame (problem_id, question, answer, solution, source).
 
 Sources:
-- a known name, optionally with a split: `gsm8k`, `math` (seed sets, split `train`), `math500`,
-  `minerva_math`, `olympiadbench`, `aime24`, `amc23`, `college_math` (benchmarks, split `test`);
-  `gsm8k:test` is the GSM8K benchmark. Files live at `<data_root>/seeds/<name>/train.jsonl` and
+- a known name, optionally with a split: the benchmarks `gsm8k`, `math500`, `minerva_math`,
+  `olympiadbench`, `aime24`, `amc23`, `college_math` (split `test`) and the seed sets `math` and
+  `gsm8k:train` (split `train`). Files live at `<data_root>/seeds/<name>/train.jsonl` and
   `<data_root>/benchmarks/<name>/test.jsonl` in the Qwen2.5-Math evaluation formats;
 - `toy:<split>`: the embedded arithmetic task (rift_core.toy);
 - a local .jsonl / .json / .parquet file;
@@ -215,7 +215,7 @@ def _resolve(source: str, data_root: str):
     """(label for ids, where for messages, line-numbered records, per-row extractor or None)."""
     name, _, split = source.partition(":")
     if name in KNOWN:
-        split = split or ("train" if name in SEED_SETS else "test")
+        split = split or ("test" if name in BENCHMARKS else "train")
         if (name, split) not in EXTRACTORS:
             raise ValueError(f"{source!r}: {name} has no split {split!r} (known: "
                              f"{', '.join(s for n, s in EXTRACTORS if n == name)})")

@@ -10,7 +10,7 @@ from rift_core.data import SCHEMA, SkippedRowsWarning, last_boxed, load_problems
 
 # Rows in ../shared/data (DESIGN.md section 5); seeds/math has two rows with an empty answer.
 REAL = {
-    "gsm8k": 7473, "gsm8k:test": 1319, "math500": 500, "minerva_math": 272, "olympiadbench": 675,
+    "gsm8k:train": 7473, "gsm8k": 1319, "math500": 500, "minerva_math": 272, "olympiadbench": 675,
     "aime24": 30, "amc23": 40, "college_math": 2818,
 }
 
@@ -41,7 +41,7 @@ def test_real_math_seed_set_reports_its_two_empty_answers(shared_data):
 
 def test_reference_answers_match_the_qwen_suite(shared_data):
     root = str(shared_data)
-    gsm = load_problems("gsm8k", data_root=root)
+    gsm = load_problems("gsm8k:train", data_root=root)
     row = gsm.row(0, named=True)
     assert row["answer"] == "72"
     assert "<<" not in row["solution"] and row["solution"].endswith("$\\boxed{72}$.")
@@ -59,9 +59,9 @@ def test_reference_answers_match_the_qwen_suite(shared_data):
 
 
 def test_seeded_subset_is_random_stable_and_seed_dependent(shared_data):
-    a = load_problems("gsm8k", data_root=str(shared_data), limit=100, seed=0)
-    b = load_problems("gsm8k", data_root=str(shared_data), limit=100, seed=0)
-    c = load_problems("gsm8k", data_root=str(shared_data), limit=100, seed=1)
+    a = load_problems("gsm8k:train", data_root=str(shared_data), limit=100, seed=0)
+    b = load_problems("gsm8k:train", data_root=str(shared_data), limit=100, seed=0)
+    c = load_problems("gsm8k:train", data_root=str(shared_data), limit=100, seed=1)
     assert a.equals(b) and not a.equals(c)
     ids = [int(i.rsplit("-", 1)[1]) for i in a["problem_id"]]
     assert ids == sorted(ids) and ids[-1] > 1000  # a sample across the file, not its head
@@ -128,7 +128,7 @@ def test_json_and_parquet_files(tmp_path):
 
 
 def test_a_saved_problems_frame_reads_back_unchanged(shared_data, tmp_path):
-    df = load_problems("gsm8k:test", data_root=str(shared_data), limit=20)
+    df = load_problems("gsm8k", data_root=str(shared_data), limit=20)
     df.write_parquet(tmp_path / "subset.parquet")
     assert load_problems(str(tmp_path / "subset.parquet")).equals(df)
     pl.concat([df, df.head(1)]).write_ndjson(tmp_path / "dup.jsonl")
@@ -144,7 +144,7 @@ def test_unknown_sources_say_what_is_expected(tmp_path):
     with pytest.raises(ValueError, match="math500 has no split 'train'"):
         load_problems("math500:train")
     with pytest.raises(FileNotFoundError, match="set data_root"):
-        load_problems("gsm8k", data_root=str(tmp_path))
+        load_problems("gsm8k:train", data_root=str(tmp_path))
 
 
 def test_hub_dataset_offline_error_is_clear():
