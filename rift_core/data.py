@@ -275,7 +275,8 @@ def load_problems(source: str, *, data_root: str = "../shared/data", limit: int 
             if pid in seen:
                 raise BadRow(id_field or "problem_id", f"duplicate id {pid!r} (first at {line_word} {seen[pid]})")
             seen[pid] = n
-            rows.append((pid, question, answer, solution, row.get("source") or source))
+            origin = row.get("source")  # kept from a saved problems frame (or NuminaMath's competition name)
+            rows.append((pid, question, answer, solution, origin if isinstance(origin, str) and origin else source))
         except BadRow as e:
             message = f"{where}: {line_word} {n}: {e}"
             if not skip_bad:

@@ -25,6 +25,8 @@ ROLLOUT_SCHEMA = {
     "seed": pl.Int64,
 }
 MANIFEST_VERSION = 1
+MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+               "special_tokens_map.json", "chat_template.jinja", "tokenizer.model", "vocab.json", "merges.txt")
 
 
 @dataclass
@@ -61,16 +63,15 @@ def derive_seed(seed: int, key) -> int:
 
 
 def model_fingerprint(model: str) -> str:
-    """Identity of a local model dir: config plus sampled bytes of each weight file (cheap even for 7B).
-
-    A hub id (no local dir) is its own identity.
+    """Identity of a local model dir: configs, tokenizer and sampled bytes of each weight file (cheap even
+    for 7B). Other files (run logs a trainer adds later) do not count. A hub id is its own identity.
     """
     path = Path(model)
     if not path.is_dir():
         return f"id:{model}"
     h = hashlib.sha256()
     for f in sorted(path.iterdir()):
-        if f.suffix in (".json", ".safetensors", ".bin", ".model", ".txt", ".jinja") and f.is_file():
+        if f.suffix in (".safetensors", ".bin") or f.name in MODEL_FILES:
             size = f.stat().st_size
             h.update(f"{f.name}:{size}".encode())
             with open(f, "rb") as fh:
