@@ -29,13 +29,14 @@ def boxed(text: str) -> str | None:
     return found[-1].strip() if found else None
 
 
-def sample(path, seeds: pl.DataFrame, **gen) -> tuple[list[str], float]:
-    """The pipeline's own sampler (rift_core.generation): responses, problem-major, and the seconds taken."""
+def sample(path, seeds: pl.DataFrame, **gen) -> tuple[list[str], float, float]:
+    """The pipeline's own sampler (rift_core.generation): responses, problem-major; wall and CPU seconds."""
     from rift_core.generation import GenerationConfig, generate_rollouts
 
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     rollouts = generate_rollouts(seeds, str(path), GenerationConfig(**gen), progress=False)
-    return rollouts.sort("problem_id", "sample_idx", maintain_order=True)["response"].to_list(), time.time() - t0
+    responses = rollouts.sort("problem_id", "sample_idx", maintain_order=True)["response"].to_list()
+    return responses, time.time() - t0, time.process_time() - c0
 
 
 def main() -> None:
@@ -43,23 +44,25 @@ def main() -> None:
     ap.add_argument("--profile", default="tiny")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     ap.add_argument("--cache", default=None, help="policy cache folder (default: a fresh temporary one)")
+    ap.add_argument("--model", default=None, help="measure this policy dir instead of training the profile's")
     ap.add_argument("--n", type=int, default=None, help="seed problems to sample (default: the profile's n_seeds)")
+    ap.add_argument("--top-p", type=float, default=None, help="override the profile's top_p")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     prof = load_profile(args.profile)
-    gen = prof.generation
+    gen = {**prof.generation, **({"top_p": args.top_p} if args.top_p else {})}
     k, n = gen["k"], args.n or prof.n_seeds
 
     cache = Path(args.cache or tempfile.mkdtemp(prefix="toy-base-"))
-    t0 = time.time()
-    path = toy.ensure_base_policy(cache, **prof.toy)
-    train_s = time.time() - t0
+    t0, c0 = time.time(), time.process_time()
+    path = Path(args.model) if args.model else toy.ensure_base_policy(cache, **prof.toy)
+    train_s, train_cpu = time.time() - t0, time.process_time() - c0
 
     seeds = toy.problems(prof.seeds.removeprefix("toy:"), n, prof.seed)
     seeds = seeds.sort("problem_id")
     answers = seeds["answer"].to_list()
-    greedy, greedy_s = sample(path, seeds, **{**gen, "k": 1, "temperature": 0.0})
-    sampled, sample_s = sample(path, seeds, **gen)
+    greedy, greedy_s, greedy_cpu = sample(path, seeds, **{**gen, "k": 1, "temperature": 0.0})
+    sampled, sample_s, sample_cpu = sample(path, seeds, **gen)
 
     correct = [[boxed(sampled[i * k + j]) == a for j in range(k)] for i, a in enumerate(answers)]
     frame = seeds.select(steps=pl.col("solution").str.count_matches(" = ")).with_columns(
@@ -69,9 +72,11 @@ def main() -> None:
     )
     print(f"profile {prof.name} ({prof.source}), toy settings {prof.toy}, torch threads {args.threads}")
     print(f"base policy: {path}")
-    print(f"train (or reuse) base policy: {train_s:.1f} s")
-    print(f"greedy, {n} problems: {greedy_s:.1f} s; sampled, {n} x K={k} at T={gen['temperature']}, "
-          f"top_p={gen['top_p']}: {sample_s:.1f} s ({n * k / sample_s:.1f} sequences/s)")
+    # On a shared machine wall time overstates the cost; CPU time is what one free core would take.
+    print(f"train (or reuse) base policy: {train_s:.1f} s wall, {train_cpu:.1f} s CPU")
+    print(f"greedy, {n} problems: {greedy_s:.1f} s wall, {greedy_cpu:.1f} s CPU")
+    print(f"sampled, {n} x K={k} at T={gen['temperature']}, top_p={gen['top_p']}: {sample_s:.1f} s wall, "
+          f"{sample_cpu:.1f} s CPU ({n * k / sample_cpu:.1f} sequences per CPU second)")
     print(f"greedy accuracy {frame['greedy'].mean():.1%}   %Pos {frame['pos'].mean():.1%}   "
           f"%Mixed {frame['mixed'].mean():.1%}   (target: %Mixed >= 50%, %Pos 30-80%)")
     by = frame.group_by("steps").agg(pl.len().alias("problems"), pl.col("greedy", "pos", "mixed").mean()).sort("steps")

@@ -100,6 +100,15 @@ def test_base_policy_is_cached_deterministic_and_loadable(tmp_path):
         toy.ensure_base_policy(tmp_path, hiden=8)
 
 
+def test_snapshot_at_step_n_is_the_policy_trained_for_n_steps(tmp_path):
+    toy.train_base_policy(tmp_path / "long", toy.ToyConfig(**{**TINY, "steps": 6}), progress=False, save_at=(3,))
+    toy.train_base_policy(tmp_path / "short", toy.ToyConfig(**{**TINY, "steps": 3}), progress=False)
+    a, b = load_file(tmp_path / "long/step-3/model.safetensors"), load_file(tmp_path / "short/model.safetensors")
+    assert all((a[k] == b[k]).all() for k in a)
+    c = load_file(tmp_path / "long/model.safetensors")
+    assert not all((a[k] == c[k]).all() for k in a)
+
+
 def test_cli_writes_a_split(tmp_path):
     from rift_core.__main__ import main
 
