@@ -8,6 +8,7 @@ import pytest
 
 from rift_dagster.demo import materialize_all
 from rift_dagster.defs.resources import file_hash
+from rift_dagster.defs.schedules import next_round
 from rift_dagster.defs.training import METHODS
 from test_dagster_dev import seed_base_policy
 
@@ -21,6 +22,10 @@ def smoke(tmp_path_factory):
     seed_base_policy(tmp_path_factory, data, PROFILE)
     with dg.instance_for_test() as instance:
         results = materialize_all(PROFILE, str(data), instance, out_of_process=False)
+        # two rounds of the iterative protocol, keyed as the regeneration schedule keys them
+        for _ in range(2):
+            rounds = [(["round_rollouts", "round_labels", "round_checkpoint"], [next_round(instance)])]
+            results += materialize_all(PROFILE, str(data), instance, steps=rounds, out_of_process=False)
     con = duckdb.connect(str(data / PROFILE / "rift.duckdb"), read_only=True)
     yield data / PROFILE, con, results
     con.close()
@@ -37,8 +42,8 @@ def test_every_step_and_check_succeeded(smoke):
     failed = [(e.asset_key.to_user_string(), e.check_name) for e in evaluations
               if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR]
     assert not failed
-    # labels (2) + stats (1) + 6 checkpoints x 2 + 7 score partitions
-    assert len(evaluations) == 2 + 1 + 12 + 7
+    # labels (2) + stats (1) + 6 checkpoints x 2 + 7 score partitions + 2 rounds x (labels + loss)
+    assert len(evaluations) == 2 + 1 + 12 + 7 + 2 * 2
 
 
 def test_buffer_tables(smoke):
@@ -85,3 +90,14 @@ def test_rematerialising_rollouts_reuses_finished_chunks(smoke):
     materialize_all(PROFILE, str(root.parent), steps=[(["rollouts"], [None])], out_of_process=False)
     assert {c: c.stat().st_mtime_ns for c in chunks} == before  # nothing regenerated
     assert one(con, "SELECT count(*) FROM rollouts") == rows  # the open session reads the rewritten file
+
+
+def test_each_round_samples_from_the_previous_rift_checkpoint_and_stays_queryable(smoke):
+    root, con, _ = smoke
+    assert con.execute("SELECT round, count(*) FROM round_labels GROUP BY round ORDER BY round").fetchall() == [
+        (1, one(con, "SELECT count(*) FROM labels")), (2, one(con, "SELECT count(*) FROM labels"))]
+    sources = dict(con.execute("SELECT partition, source_model FROM runs WHERE asset = 'round_rollouts'").fetchall())
+    assert sources == {"1": str(root / "checkpoints" / "rift"), "2": str(root / "rounds" / "round=1" / "checkpoint")}
+    # a new round samples afresh: round 2's responses are not round 1's
+    assert one(con, "SELECT count(*) FROM round_rollouts a JOIN round_rollouts b USING (problem_id, sample_idx) "
+                    "WHERE a.round = 1 AND b.round = 2 AND a.response <> b.response") > 0

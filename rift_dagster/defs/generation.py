@@ -8,13 +8,15 @@ from rift_dagster.defs.problems import base_model, base_model_info, seed_problem
 from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash
 
 
-def sample(context, rift: RunProfile, profile, model: str, problems_path: Path, chunk_dir: Path, output: Path):
+def sample(context, rift: RunProfile, profile, model: str, problems_path: Path, chunk_dir: Path, output: Path,
+           seed_offset: int = 0):
     """Generate rollouts into `output`, resuming from the finished chunks in `chunk_dir` (same dir = no
     redone work)."""
     import polars as pl
 
+    seed = profile.generation.get("seed", profile.seed) + seed_offset
     spec = {"problems": str(problems_path), "model": model, "chunks": str(chunk_dir), "output": str(output),
-            "config": {"seed": profile.seed, **profile.generation}}
+            "config": {**profile.generation, "seed": seed}}
     rift.worker(context, "generate", spec, chunk_dir.parent / f"{chunk_dir.name}.spec.json")
     return pl.read_parquet(output)
 

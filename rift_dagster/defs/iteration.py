@@ -11,7 +11,7 @@ from rift_dagster.defs import checks
 from rift_dagster.defs.generation import rollout_metadata, sample
 from rift_dagster.defs.problems import seed_problems
 from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash
-from rift_dagster.defs.rewards import label, label_metadata
+from rift_dagster.defs.rewards import label, label_metadata, short_models
 from rift_dagster.defs.training import checkpoints, train
 
 round_partitions = dg.DynamicPartitionsDefinition(name="round")
@@ -44,12 +44,13 @@ def round_rollouts(context: dg.AssetExecutionContext, rift: RunProfile, storage:
     if not key.isdigit() or int(key) < 1:
         raise dg.Failure(f"round partition keys are 1, 2, ...; got {key!r}")
     p = rift.load()
-    p.seed = p.seed + int(key)  # fresh samples each round, reproducible per round
     model = source_model(storage, p, key)
     out = round_dir(storage, p, key)
     start = time.time()
     path = out / "rollouts.parquet"
-    df = sample(context, rift, p, str(model), storage.root(p.name) / "problems.parquet", out / "chunks", path)
+    # a round-specific seed: fresh samples each round, reproducible per round
+    df = sample(context, rift, p, str(model), storage.root(p.name) / "problems.parquet", out / "chunks", path,
+                seed_offset=int(key))
     storage.record_run(context, p.name, path=path, source_model=model, checkpoint_hash=file_hash(model))
     storage.publish_views(p.name)
     return dg.MaterializeResult(metadata={**rollout_metadata(df, path, time.time() - start),
@@ -75,8 +76,8 @@ def round_labels(context: dg.AssetExecutionContext, rift: RunProfile, storage: R
     storage.publish_views(p.name)
     yield dg.MaterializeResult(metadata={
         **label_metadata(labels, path, time.time() - start),
-        "table1": dg.MetadataValue.md(to_markdown(buffer_table(labels))),
-        "table4": dg.MetadataValue.md(to_markdown(mixed_table(labels))),
+        "table1": dg.MetadataValue.md(to_markdown(short_models(buffer_table(labels)))),
+        "table4": dg.MetadataValue.md(to_markdown(short_models(mixed_table(labels)))),
     })
     yield checks.labels_complete(roll, labels)
 

@@ -16,6 +16,13 @@ def label(rift: RunProfile, profile, rollouts_df):
     return assign_rewards(labels, **profile.rewards)
 
 
+def short_models(table):
+    """The table with each model path cut to its last component, so the UI's narrow metadata column fits."""
+    import polars as pl
+
+    return table.with_columns(pl.col("model").str.strip_chars_end("/").str.split("/").list.last())
+
+
 def label_metadata(labels, path, seconds: float) -> dict:
 
     status = labels.group_by("status").len().sort("status")
@@ -81,9 +88,9 @@ def buffer_stats(context: dg.AssetExecutionContext, rift: RunProfile, storage: R
     storage.record_run(context, p.name, path=root / "buffer_stats.parquet", buffer_hash=file_hash(root / "labels.parquet"))
     db = storage.publish_views(p.name)
     yield dg.MaterializeResult(metadata={
-        "table1": dg.MetadataValue.md(to_markdown(table1)),
-        "table4": dg.MetadataValue.md(to_markdown(table4)),
-        "k_ablation": dg.MetadataValue.md(to_markdown(ablation)),
+        "table1": dg.MetadataValue.md(to_markdown(short_models(table1))),
+        "table4": dg.MetadataValue.md(to_markdown(short_models(table4))),
+        "k_ablation": dg.MetadataValue.md(to_markdown(short_models(ablation))),
         "duckdb": dg.MetadataValue.path(str(db)),
     })
     yield checks.stats_match_labels(labels, table1, table4, root / "labels.parquet")
