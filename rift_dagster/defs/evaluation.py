@@ -21,6 +21,9 @@ def benchmarks(context: dg.AssetExecutionContext, rift: RunProfile, storage: Rif
 
     p = rift.load()
     limit = p.evaluation.get("limit")
+    for stale in set((storage.root(p.name) / "benchmarks").glob("*.parquet")) - {
+            storage.root(p.name) / "benchmarks" / f"{name}.parquet" for name in p.benchmarks}:
+        stale.unlink()  # a benchmark the profile no longer lists is no longer scored
     counts = []
     for name in p.benchmarks:
         df = load_problems(name, data_root=p.data_root, limit=limit, seed=p.seed)

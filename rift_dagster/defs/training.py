@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import dagster as dg
+from rift_core.profiles import METHODS as PROFILE_METHODS
 from rift_core.stats import to_markdown
 
 from rift_dagster.defs import checks
@@ -13,7 +14,7 @@ from rift_dagster.defs.problems import base_model, base_model_info, seed_problem
 from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash, read_json
 from rift_dagster.defs.rewards import reward_labels
 
-METHODS = ["sft", "dft", "rft", "dpo", "rift", "naive"]
+METHODS = list(PROFILE_METHODS)
 method_partitions = dg.StaticPartitionsDefinition(METHODS)
 
 
