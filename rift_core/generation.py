@@ -10,6 +10,7 @@ import argparse
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -179,6 +180,15 @@ def sample_batch(model, prompts: list[list[int]], cfg: GenerationConfig, eos_ids
     return [out[i, :n].tolist() for i, n in enumerate(length.tolist())], stopped
 
 
+def check_round_trip(tokenizer, prompt: str) -> None:
+    """Warn when the tokenizer loses text: transformers 5 may load a model dir's tokenizer as its model
+    type's class (Qwen2Tokenizer for any qwen2 config), which silently drops what that class cannot encode."""
+    back = tokenizer.decode(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    if "".join(back.split()) != "".join(prompt.split()):
+        warnings.warn(f"{type(tokenizer).__name__} does not round-trip the prompt: {prompt[:200]!r} decodes back "
+                      f"as {back[:200]!r}; the model will be sampled on a mangled prompt", stacklevel=3)
+
+
 class TransformersBackend:
     def __init__(self, model: str, cfg: GenerationConfig):
         import torch
@@ -200,7 +210,9 @@ class TransformersBackend:
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else self.eos_ids[0]
 
     def render(self, questions: list[str]) -> list[str]:
-        return [render_prompt(self.tokenizer, q, self.cfg.template, self.cfg.template_kwargs) for q in questions]
+        prompts = [render_prompt(self.tokenizer, q, self.cfg.template, self.cfg.template_kwargs) for q in questions]
+        check_round_trip(self.tokenizer, prompts[0])
+        return prompts
 
     def generate(self, prompts: list[str], chunk_seed: int, problem_ids: list[str], progress) -> list[tuple]:
         """(response, num_tokens, finish_reason) for each prompt x K, prompt-major."""

@@ -93,9 +93,10 @@ def test_rollouts_schema_eos_and_seeding(chaotic_model):
     assert a.schema == pl.Schema(ROLLOUT_SCHEMA)
     assert a.height == 32
     assert a.group_by("problem_id").agg(pl.col("sample_idx").sort())["sample_idx"].to_list() == [list(range(8))] * 4
-    assert set(a["finish_reason"]) == {"stop", "length"}  # this seed stops some samples at EOS
+    # ~25% of samples run to the limit (the fixture's byte ids change per process, so the samples do too)
+    assert set(a["finish_reason"]) == {"stop", "length"}
     assert (a.filter(pl.col("finish_reason") == "length")["num_tokens"] == 40).all()
-    assert (a.filter(pl.col("finish_reason") == "stop")["num_tokens"] < 40).all()
+    assert (a.filter(pl.col("finish_reason") == "stop")["num_tokens"] <= 40).all()  # EOS counted, as vLLM does
     assert not a["response"].str.contains("<|im_end|>", literal=True).any()
     assert a["prompt"][0].startswith("<|im_start|>system\nPlease reason step by step") and a["prompt"][0].endswith("assistant\n")
     assert a.select(pl.col("model").unique()).item() == str(chaotic_model)
@@ -140,6 +141,18 @@ def test_retrained_model_at_the_same_path_is_refused(tiny_model, tmp_path):
     model.save_pretrained(model_dir)
     with pytest.raises(ValueError, match="model_fingerprint"):
         generate_rollouts(problems(2), str(model_dir), cfg, out_dir=out)
+
+
+def test_a_tokenizer_that_loses_text_is_reported(tiny_model):
+    from transformers import AutoTokenizer
+
+    from rift_core.generation import check_round_trip
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    check_round_trip(tok, "<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n")  # no warning
+    tok.decode = lambda ids, **kw: "What is"  # what a word-level vocabulary loaded as Qwen2Tokenizer does
+    with pytest.warns(UserWarning, match="does not round-trip the prompt"):
+        check_round_trip(tok, "<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n")
 
 
 def test_bad_inputs_are_named():
