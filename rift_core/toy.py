@@ -121,33 +121,44 @@ CHATML = (
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-# A piece is a word, one digit or one symbol, each with an optional leading space; whitespace alone.
-PIECE = r" ?[A-Za-z]+| ?[0-9]| ?[^\sA-Za-z0-9]|\s"
 
 
-def _vocabulary() -> list[str]:
-    """Every piece the templates, the system prompt and the chat roles can produce, with and without a space."""
-    text = " ".join([START, *ADD, *SUB, *MUL, *DISTRACT, QUESTION, *NAMES, *ITEMS, QWEN_MATH_COT_SYSTEM,
-                     "Start with The answer is system user assistant", "0123456789", "+-*=.,?!:;()[]{}\\/$%'\""])
-    text = re.sub(r"\{(name|other|item|n)\}", " ", text)
-    pieces = {m.strip() for m in re.findall(PIECE, text) if m.strip()}
-    return SPECIALS + ["\n", " "] + sorted(pieces) + sorted(" " + p for p in pieces)
+def _corpus() -> list[str]:
+    """Texts covering every word, digit and symbol run the task and the chat prompt can produce."""
+    words = " ".join([START, *ADD, *SUB, *MUL, *DISTRACT, QUESTION, *NAMES, *ITEMS, QWEN_MATH_COT_SYSTEM,
+                      "Start with The answer is system user assistant"])
+    words = re.sub(r"\{(name|other|item|n)\}", " ", words).split()
+    texts = [f"{w} {w}" for w in words] + [f"<|im_start|>{r}\n" for r in ("system", "user", "assistant")]
+    for split in SPLITS:
+        for p in problems(split, 50, seed=0).iter_rows(named=True):
+            texts += [p["question"], p["solution"]]
+    return texts
 
 
 def build_tokenizer(out_dir: str | os.PathLike):
-    """Save a word-level HF tokenizer (one token per digit, ChatML template) to `out_dir`; return it."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+    """Save the task's tokenizer to `out_dir` and return it.
 
-    vocab = {p: i for i, p in enumerate(_vocabulary())}
-    vocab["<unk>"] = len(vocab)
-    raw = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    raw.pre_tokenizer = pre_tokenizers.Split(Regex(PIECE), behavior="isolated")
-    raw.decoder = decoders.Fuse()  # pieces carry their own spaces
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=raw, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token="<unk>",
-        additional_special_tokens=["<|im_start|>"], clean_up_tokenization_spaces=False,
-    )
+    A byte-level BPE with Qwen2's own pre-tokenizer (one token per digit), trained on the task's text until
+    every word is one token: a model dir of model_type qwen2 loads its tokenizer as `Qwen2Tokenizer`, which
+    rebuilds that pre-tokenizer around the saved vocab and merges, so this one must be of the same kind.
+    Any other text still round-trips, byte by byte.
+    """
+    from tokenizers import Tokenizer, models, trainers
+    from transformers import Qwen2Tokenizer
+
+    base = Qwen2Tokenizer()._tokenizer  # the normaliser, pre-tokeniser and decoder Qwen2 uses
+    raw = Tokenizer(models.BPE())
+    raw.normalizer, raw.pre_tokenizer, raw.decoder = base.normalizer, base.pre_tokenizer, base.decoder
+    from tokenizers import pre_tokenizers
+
+    trainer = trainers.BpeTrainer(vocab_size=4096, special_tokens=SPECIALS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    raw.train_from_iterator(_corpus(), trainer)
+    spec = json.loads(raw.to_str())["model"]
+    tok = Qwen2Tokenizer(vocab=spec["vocab"], merges=[tuple(m) if isinstance(m, list) else tuple(m.split(" "))
+                                                       for m in spec["merges"]],
+                         eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None,
+                         additional_special_tokens=["<|im_start|>"], clean_up_tokenization_spaces=False)
     tok.chat_template = CHATML
     tok.save_pretrained(out_dir)
     return tok
@@ -254,7 +265,7 @@ def _save(model, tok, path: Path) -> None:
 def policy_key(cfg: ToyConfig) -> str:
     """Hash of everything the base policy depends on: settings, vocabulary and the warm-up text itself."""
     h = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode())
-    h.update(json.dumps(_vocabulary()).encode())
+    h.update(json.dumps(_corpus()).encode())
     h.update(CHATML.encode())
     for q, s in problems("warmup", cfg.n_warmup, cfg.seed).select("question", "solution").iter_rows():
         h.update(f"{q}\0{s}\0".encode())

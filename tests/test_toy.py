@@ -66,11 +66,13 @@ def test_tokenizer_round_trips_every_split(tmp_path):
         for q, sol in toy.problems(split, 100).select("question", "solution").iter_rows():
             text = render_prompt(tok, q) + sol + tok.eos_token
             ids = tok(text, add_special_tokens=False)["input_ids"]
-            assert tok.unk_token_id not in ids and tok.decode(ids) == text
+            assert tok.decode(ids) == text
+            assert len(ids) < 200  # word-level: one token per word and per digit
     prompt = render_prompt(tok, "Tom has 3 apples. How many apples does Tom have now?")
     assert prompt.startswith(f"<|im_start|>system\n{QWEN_MATH_COT_SYSTEM}<|im_end|>\n<|im_start|>user\n")
     assert prompt.endswith("<|im_start|>assistant\n")
-    assert tok.convert_ids_to_tokens(tok("Start with 123.")["input_ids"]) == ["Start", " with", " 1", "2", "3", "."]
+    assert tok.convert_ids_to_tokens(tok("Start with 123.")["input_ids"]) == ["Start", "Ġwith", "Ġ", "1", "2", "3", "."]
+    assert tok.decode(tok("Any other text: 7½ ü")["input_ids"]) == "Any other text: 7½ ü"  # byte-level fallback
     assert tok.decode(tok("<|im_start|>user\nTom 4<|im_end|>")["input_ids"], skip_special_tokens=True) == "user\nTom 4"
 
 
@@ -89,8 +91,12 @@ def test_base_policy_is_cached_deterministic_and_loadable(tmp_path):
     assert first.keys() == second.keys() and all((first[k] == second[k]).all() for k in first)
     assert toy.ensure_base_policy(tmp_path / "a", progress=False, **{**TINY, "seed": 1}) != path
 
+    # A qwen2 model dir makes AutoTokenizer build a Qwen2Tokenizer: it must be the tokenizer trained with.
     model, tok = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
     assert model.config.eos_token_id == tok.eos_token_id and model.config.vocab_size == len(tok)
+    built = toy.build_tokenizer(tmp_path / "tok")
+    text = render_prompt(tok, toy.problems("seed", 1)["question"][0]) + toy.problems("seed", 1)["solution"][0]
+    assert tok(text)["input_ids"] == built(text)["input_ids"] and tok.decode(tok(text)["input_ids"]) == text
     assert json.loads((path / "toy_config.json").read_text())["hidden"] == TINY["hidden"]
     enc = tok([render_prompt(tok, "Tom has 3 apples. How many apples does Tom have now?")], return_tensors="pt")
     out = model.generate(**enc, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
