@@ -83,12 +83,13 @@ def test_each_score_traces_to_its_checkpoint_buffer_and_base_model(smoke):
 
 def test_rematerialising_rollouts_reuses_finished_chunks(smoke):
     root, con, _ = smoke
-    chunks = sorted((root / "rollout_chunks").glob("chunk-*.parquet"))
+    chunks = sorted((root / "rollout_chunks").rglob("chunk-*.parquet"))
     assert chunks
     before = {c: c.stat().st_mtime_ns for c in chunks}
     rows = one(con, "SELECT count(*) FROM rollouts")
     materialize_all(PROFILE, str(root.parent), steps=[(["rollouts"], [None])], out_of_process=False)
-    assert {c: c.stat().st_mtime_ns for c in chunks} == before  # nothing regenerated
+    after = sorted((root / "rollout_chunks").rglob("chunk-*.parquet"))
+    assert after == chunks and {c: c.stat().st_mtime_ns for c in after} == before  # nothing regenerated
     assert one(con, "SELECT count(*) FROM rollouts") == rows  # the open session reads the rewritten file
 
 

@@ -6,7 +6,7 @@ from rift_core.stats import to_markdown
 
 from rift_dagster.defs import checks
 from rift_dagster.defs.problems import base_model, base_model_info
-from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash
+from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash, settings_key
 from rift_dagster.defs.training import METHODS, checkpoints
 
 model_partitions = dg.StaticPartitionsDefinition(["base", *METHODS])
@@ -78,11 +78,12 @@ def benchmark_scores(context: dg.AssetExecutionContext, rift: RunProfile, storag
         lineage = {"checkpoint_hash": file_hash(model), "buffer_hash": file_hash(root / "labels.parquet")}
     bench = sorted((root / "benchmarks").glob("*.parquet"))
     start = time.time()
-    # the benchmarks asset applied the limit; the same out_dir resumes an interrupted evaluation
-    out_dir = root / "eval" / key
+    # the benchmarks asset applied the limit; the same inputs resume an interrupted evaluation from its chunks
     kwargs = {"seed": p.seed, **{k: v for k, v in p.evaluation.items() if k != "limit"},
-              "out_dir": str(out_dir), "workers": rift.label_workers, "timeout_s": rift.label_timeout_s}
-    spec = {"model": model, "benchmarks": [str(f) for f in bench], "kwargs": kwargs, "output": str(out_dir / "scores.parquet")}
+              "workers": rift.label_workers, "timeout_s": rift.label_timeout_s}
+    out_dir = root / "eval" / key / settings_key(file_hash(model), [file_hash(f) for f in bench], kwargs)
+    spec = {"model": model, "benchmarks": [str(f) for f in bench], "kwargs": {**kwargs, "out_dir": str(out_dir)},
+            "output": str(out_dir / "scores.parquet")}
     rift.worker(context, "evaluate", spec, out_dir / "spec.json")
     scores = pl.read_parquet(out_dir / "scores.parquet").with_columns(pl.lit(key).alias("model"))
     path = storage.write(scores, p.name, f"scores/{key}.parquet")

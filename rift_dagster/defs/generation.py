@@ -5,19 +5,21 @@ from pathlib import Path
 import dagster as dg
 
 from rift_dagster.defs.problems import base_model, base_model_info, seed_problems
-from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash
+from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash, settings_key
 
 
-def sample(context, rift: RunProfile, profile, model: str, problems_path: Path, chunk_dir: Path, output: Path,
+def sample(context, rift: RunProfile, profile, model: str, problems_path: Path, chunks_root: Path, output: Path,
            seed_offset: int = 0):
-    """Generate rollouts into `output`, resuming from the finished chunks in `chunk_dir` (same dir = no
-    redone work)."""
+    """Generate rollouts into `output`. Chunks go to `chunks_root/<hash of model, problems, settings>/`, so a
+    re-run with the same inputs resumes from the finished chunks and changed settings start afresh."""
     import polars as pl
 
-    seed = profile.generation.get("seed", profile.seed) + seed_offset
+    config = {**profile.generation, "seed": profile.generation.get("seed", profile.seed) + seed_offset}
+    chunk_dir = chunks_root / settings_key(file_hash(model), file_hash(problems_path), config)
     spec = {"problems": str(problems_path), "model": model, "chunks": str(chunk_dir), "output": str(output),
-            "config": {**profile.generation, "seed": seed}}
-    rift.worker(context, "generate", spec, chunk_dir.parent / f"{chunk_dir.name}.spec.json")
+            "config": config}
+    context.log.info(f"rollout chunks: {chunk_dir}")
+    rift.worker(context, "generate", spec, chunk_dir / "spec.json")
     return pl.read_parquet(output)
 
 
@@ -38,7 +40,7 @@ def rollout_metadata(df, path: Path, seconds: float) -> dict:
 @dg.asset(group_name="generation", deps=[seed_problems, base_model], kinds={"pytorch", "parquet"})
 def rollouts(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftStorage) -> dg.MaterializeResult:
     """K samples per seed problem (paper: K=8, temperature 0.7, top-p 0.8). Written in chunks under
-    `rollout_chunks/`: re-materialising after a crash resumes from the last finished chunk."""
+    `rollout_chunks/`: re-materialising after a crash resumes after the last finished chunk."""
     p = rift.load()
     root = storage.root(p.name)
     base = base_model_info(storage, p)

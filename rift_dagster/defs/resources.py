@@ -147,6 +147,11 @@ def file_hash(path: str | os.PathLike) -> str:
     return h.hexdigest()[:16]
 
 
+def settings_key(*parts) -> str:
+    """A short hash of a step's inputs: the folder name that keeps resumable work of different settings apart."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
