@@ -143,22 +143,19 @@ def build_tokenizer(out_dir: str | os.PathLike):
     rebuilds that pre-tokenizer around the saved vocab and merges, so this one must be of the same kind.
     Any other text still round-trips, byte by byte.
     """
-    from tokenizers import Tokenizer, models, trainers
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import Qwen2Tokenizer
 
     base = Qwen2Tokenizer()._tokenizer  # the normaliser, pre-tokeniser and decoder Qwen2 uses
     raw = Tokenizer(models.BPE())
     raw.normalizer, raw.pre_tokenizer, raw.decoder = base.normalizer, base.pre_tokenizer, base.decoder
-    from tokenizers import pre_tokenizers
-
     trainer = trainers.BpeTrainer(vocab_size=4096, special_tokens=SPECIALS, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     raw.train_from_iterator(_corpus(), trainer)
     spec = json.loads(raw.to_str())["model"]
-    tok = Qwen2Tokenizer(vocab=spec["vocab"], merges=[tuple(m) if isinstance(m, list) else tuple(m.split(" "))
-                                                       for m in spec["merges"]],
-                         eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None,
-                         additional_special_tokens=["<|im_start|>"], clean_up_tokenization_spaces=False)
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in spec["merges"]]
+    tok = Qwen2Tokenizer(vocab=spec["vocab"], merges=merges, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                         unk_token=None, additional_special_tokens=["<|im_start|>"], clean_up_tokenization_spaces=False)
     tok.chat_template = CHATML
     tok.save_pretrained(out_dir)
     return tok
