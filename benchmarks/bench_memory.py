@@ -1,7 +1,7 @@
 """Peak training memory and step time per method, as ratios against TRL's plain SFT, measured in one run.
 
 Every method trains the same random Qwen2 (hidden 128, 4 layers) with a 49,152-token vocabulary, so the LM head
-and its logits dominate memory, on the same 8 rows, each in a fresh subprocess on 1 thread:
+and its logits dominate memory, on batches of 8 rows of the same text, each in a fresh subprocess on 1 thread:
 
     .venv/bin/python benchmarks/bench_memory.py [--steps 6] [--vocab 49152] [--repeats 2]
 
@@ -46,11 +46,11 @@ def build_model(path: Path, vocab: int, hidden: int = 128, layers: int = 4, head
     return path
 
 
-def batch_rows(n: int = 8, response_chars: int = 300) -> list[dict]:
-    """n rows, half rewarded +1 and half -0.2; the ground-truth solution is the response, so every method sees the
-    same tokens (DPO sees each twice, as chosen and rejected)."""
+def batch_rows(batch: int = 8, response_chars: int = 300) -> list[dict]:
+    """2 x batch rows, half rewarded +1 and half -0.2, so RFT's positives also fill a batch; the ground-truth
+    solution is the response, so every method sees the same tokens (DPO sees each twice, chosen and rejected)."""
     rows = []
-    for i in range(n):
+    for i in range(2 * batch):
         text = (f"Step {i}: " + "we add the numbers and carry the tens. " * 40)[:response_chars] + f" \\boxed{{{i}}}"
         rows.append(dict(question=f"What is {i} + {i}?", response=text, solution=text, reward=1.0 if i % 2 == 0 else -0.2,
                          correct=i % 2 == 0))
@@ -128,12 +128,12 @@ def run_methods(model: Path, methods, data: list[dict], out: Path, steps: int, b
     return results
 
 
-def table(results: dict, memory_key: str, unit: float, unit_name: str) -> str:
+def table(results: dict, memory_key: str, unit: float, unit_name: str, digits: int = 1) -> str:
     base = results["sft"]
     lines = [f"| method | peak memory ({unit_name}) | x SFT | step time (s) | x SFT |", "|---|---|---|---|---|"]
     for method, r in results.items():
         lines.append(
-            f"| {method} | {r[memory_key] / unit:.1f} | {r[memory_key] / base[memory_key]:.2f} | "
+            f"| {method} | {r[memory_key] / unit:.{digits}f} | {r[memory_key] / base[memory_key]:.2f} | "
             f"{r['step_s']:.3f} | {r['step_s'] / base['step_s']:.2f} |"
         )
     return "\n".join(lines)
@@ -166,9 +166,9 @@ def main() -> None:
         model = build_model(tmp / "model", args.vocab)
         results = run_methods(model, methods, batch_rows(args.batch), tmp, args.steps, args.batch, args.max_length,
                               args.threads, args.repeats)
-    print(f"Qwen2 hidden 128, 4 layers, vocab {args.vocab}; batch {args.batch} rows; {args.steps} steps; "
+    print(f"Qwen2 hidden 128, 4 layers, vocab {args.vocab}; batch {args.batch} rows of ~420 tokens; {args.steps} steps; "
           f"{args.threads} thread(s); memory = peak RSS delta (ru_maxrss - RSS before train()); "
-          f"step time = best of {args.repeats} medians")
+          f"memory of the first run, step time = best of {args.repeats} medians")
     print(table(results, "peak_rss_delta", 2**20, "MiB"))
     rift, sft = results.get("rift"), results["sft"]
     if rift:

@@ -22,6 +22,7 @@ import shutil
 import statistics
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,6 +93,8 @@ def train(cfg: TrainConfig, data: pl.DataFrame | str | os.PathLike, callbacks=()
     source = str(data) if isinstance(data, (str, os.PathLike)) else "training frame"
     frame = read_table(data) if isinstance(data, (str, os.PathLike)) else data
     rows, notes = training_rows(cfg.method, frame, source)
+    for note in notes:
+        warnings.warn(f"{source}: {note}", stacklevel=2)
     data_hash = hashlib.sha256(rows.write_csv().encode()).hexdigest()[:16]
     dataset = _to_dataset(cfg, rows)
 
@@ -351,6 +354,7 @@ def _prepare_work_dir(work: Path, run_key: dict, resume: bool, get_last_checkpoi
 def _publish(trainer, tokenizer, summary: dict, output: Path, work: Path) -> None:
     """Write model, tokenizer and rift_run.json beside `output`, then rename into place."""
     tmp = output.with_name(f".{output.name}.tmp")
+    _on_main(lambda: shutil.rmtree(tmp, ignore_errors=True))  # leftovers of a crash mid-publish
     trainer.save_model(str(tmp))  # every rank calls it; the main one writes
 
     def finish():
