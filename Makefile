@@ -27,7 +27,7 @@ demo: setup
 	$(PY) -m rift_dagster.demo --profile $(PROFILE)
 
 ui: setup
-	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+	RIFT_PROFILE=$(PROFILE) $(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
 sql: setup
 	$(PY) -m rift_dagster.sql --profile $(PROFILE)
