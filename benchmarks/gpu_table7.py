@@ -46,7 +46,7 @@ def main() -> None:
     args = p.parse_args()
     if args.wheels:
         install_wheels(args.wheels)
-    for module in ("torch", "transformers", "trl", "accelerate", "datasets", "polars", "psutil"):
+    for module in ("torch", "transformers", "trl", "accelerate", "datasets", "polars", "psutil", "pytest"):
         if importlib.util.find_spec(module) is None:
             raise SystemExit(f"missing package {module!r}: bring its wheel and pass --wheels DIR")
     import torch
