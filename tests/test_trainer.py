@@ -174,3 +174,12 @@ def test_cli_under_accelerate_with_two_processes_trains_the_same_weights_on_both
     single = train(config(tiny_model, tmp_path / "single", "rift"), buffer())
     assert run["final_loss"] == pytest.approx(single["final_loss"], rel=1e-4)
     assert same(weights(out), weights(tmp_path / "single"), atol=1e-5)
+
+
+@pytest.mark.parametrize("granularity", ["token", "sequence"])
+def test_gradient_accumulation_trains_like_one_big_batch(tiny_model, tmp_path, granularity):
+    ga = train(config(tiny_model, tmp_path / "ga", granularity=granularity, per_device_batch_size=4), buffer())
+    big = train(config(tiny_model, tmp_path / "big", granularity=granularity, per_device_batch_size=8), buffer())
+    assert ga["gradient_accumulation_steps"] == 2 and big["gradient_accumulation_steps"] == 1
+    assert ga["loss_history"] == pytest.approx(big["loss_history"], rel=1e-5)  # Adam would hide a scale error
+    assert same(weights(tmp_path / "ga"), weights(tmp_path / "big"), atol=1e-5)
