@@ -1,4 +1,5 @@
-"""The embedded task: seeded arithmetic word problems, a word-level tokenizer, and a small base policy.
+"""The embedded task: seeded arithmetic word problems, a tokenizer with one token per word and per digit,
+and a small base policy.
 
 No pretrained math model is reachable offline, so the CPU miniature of the paper brings its own task and
 trains its own imperfect Qwen2 on it (a warm-up split), then RIFT and the baselines fine-tune that policy
