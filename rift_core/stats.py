@@ -76,7 +76,7 @@ def _table1(s: pl.DataFrame) -> pl.DataFrame:
             (pl.col("reward") > 0).sum().alias("pos"),
             (pl.col("reward") < 0).sum().alias("neg"),
         )
-        .with_columns((100.0 * pl.col("pos") / pl.col("total")).round(1).alias("pct_pos"))
+        .with_columns((100.0 * pl.col("pos") / pl.col("total")).round(1, mode="half_away_from_zero").alias("pct_pos"))
         .sort(KEYS)
     )
 
@@ -86,7 +86,7 @@ def _table4(s: pl.DataFrame) -> pl.DataFrame:
     return (
         per_problem.group_by(KEYS)
         .agg(pl.len().alias("num"), pl.col("mixed").sum().alias("mixed"))
-        .with_columns((100.0 * pl.col("mixed") / pl.col("num")).round(1).alias("pct_mixed"))
+        .with_columns((100.0 * pl.col("mixed") / pl.col("num")).round(1, mode="half_away_from_zero").alias("pct_mixed"))
         .sort(KEYS)
     )
 

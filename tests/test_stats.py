@@ -97,3 +97,12 @@ def test_stats_cli(tmp_path, capsys):
     assert "58.3" in out and "66.7" in out
     with pytest.raises(SystemExit, match="--ks"):
         main(["--labels", str(path), "--ks", "1,x"])
+
+
+def test_percentages_round_half_away_from_zero_like_sql(tmp_path):
+    # 6 of 96 = 6.25%: polars' default half-to-even gives 6.2, DuckDB's round() gives 6.3
+    labels = buffer("m", "s", [[True] * 6 + [False] * 2] + [[False] * 8] * 11)
+    path = write_parquet_atomic(labels, tmp_path / "labels.parquet")
+    con = duckdb.connect()
+    con.execute(f"CREATE VIEW labels AS SELECT * FROM read_parquet('{path}')")
+    assert buffer_table(labels)["pct_pos"].to_list() == con.execute(TABLE1_SQL).pl()["pct_pos"].to_list() == [6.3]
