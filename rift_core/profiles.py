@@ -20,6 +20,7 @@ class Profile:
     benchmarks: list[str]
     n_seeds: int | None = None  # seeded random subset of the seed problems; None = all
     seed: int = 0
+    skip_bad: bool = False  # skip (and report) seed rows with a missing or empty field instead of failing
     data_root: str = "../shared/data"
     toy: dict = field(default_factory=dict)  # base-policy settings when base_model == "toy"
     generation: dict = field(default_factory=dict)

@@ -125,3 +125,12 @@ def test_open_sql_session_never_fails_a_run(tmp_path):
     assert con.execute("SELECT count(*) FROM benchmark_problems").fetchone()[0] == 5
     assert con.execute("SELECT count(*) FROM runs WHERE asset = 'seed_problems'").fetchone()[0] == 2
     con.close()
+
+
+def test_paper_seed_problems_skip_and_report_the_bad_math_rows(tmp_path, shared_data):
+    # the real MATH seed file has two empty answers; the paper profile skips them and says so
+    result = dg.materialize(list(defs.assets), selection=["seed_problems"],
+                            resources=resources("paper", str(tmp_path), False))
+    metadata = result.asset_materializations_for_node("seed_problems")[0].metadata
+    assert metadata["dagster/row_count"].value == 3000
+    assert metadata["skipped_rows"].value == 2

@@ -1,5 +1,6 @@
 """Seed problems (the prompts rollouts are sampled on) and the base model that samples them."""
 import time
+import warnings
 
 import dagster as dg
 from rift_core.stats import to_markdown
@@ -10,11 +11,16 @@ from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash, read
 @dg.asset(group_name="problems", kinds={"polars", "parquet"})
 def seed_problems(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftStorage) -> dg.MaterializeResult:
     """The profile's seed problems with reference answers (paper: 3,000 random MATH problems)."""
-    from rift_core.data import load_problems
+    from rift_core.data import SkippedRowsWarning, load_problems
 
     p = rift.load()
     start = time.time()
-    df = load_problems(p.seeds, data_root=p.data_root, limit=p.n_seeds, seed=p.seed)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SkippedRowsWarning)
+        df = load_problems(p.seeds, data_root=p.data_root, limit=p.n_seeds, seed=p.seed, skip_bad=p.skip_bad)
+    skipped = [row for w in caught if isinstance(w.message, SkippedRowsWarning) for row in w.message.rows]
+    for row in skipped:
+        context.log.warning(f"skipped seed row: {row}")
     path = storage.write(df, p.name, "problems.parquet")
     digest = file_hash(path)
     storage.record_run(context, p.name, path=path, content_hash=digest)
@@ -23,6 +29,7 @@ def seed_problems(context: dg.AssetExecutionContext, rift: RunProfile, storage: 
         metadata={
             "dagster/row_count": len(df),
             "source": p.seeds,
+            "skipped_rows": len(skipped),
             "with_solution": int(df["solution"].is_not_null().sum()),
             "path": dg.MetadataValue.path(str(path)),
             "content_hash": digest,
