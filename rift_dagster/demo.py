@@ -43,6 +43,7 @@ def tables(profile: str, data_dir: str = "data") -> dict[str, str]:
     from rift_core.profiles import load_profile
 
     from rift_dagster.defs.evaluation import in_paper_order
+    from rift_dagster.defs.rewards import short_models
 
     from rift_dagster.sql import connect
     from rift_dagster.defs.resources import RiftStorage
@@ -50,8 +51,8 @@ def tables(profile: str, data_dir: str = "data") -> dict[str, str]:
     con = connect(RiftStorage(data_dir=data_dir).db_path(load_profile(profile).name))
     try:
         out = {
-            "Table 1 (rollout buffer)": to_markdown(con.sql("SELECT * FROM buffer_stats").pl()),
-            "Table 4 (problems with mixed correct/incorrect responses)": to_markdown(con.sql("SELECT * FROM mixed_stats").pl()),
+            "Table 1 (rollout buffer)": to_markdown(short_models(con.sql("SELECT * FROM buffer_stats").pl())),
+            "Table 4 (problems with mixed correct/incorrect responses)": to_markdown(short_models(con.sql("SELECT * FROM mixed_stats").pl())),
         }
         scores = con.sql("SELECT * FROM scores").pl()
     finally:
