@@ -23,7 +23,7 @@ ROLLOUT_SCHEMA = {
     "problem_id": pl.String, "sample_idx": pl.Int64, "question": pl.String, "answer": pl.String,
     "prompt": pl.String, "response": pl.String, "num_tokens": pl.Int64, "finish_reason": pl.String,
     "model": pl.String, "temperature": pl.Float64, "top_p": pl.Float64, "max_new_tokens": pl.Int64,
-    "seed": pl.Int64,
+    "seed": pl.Int64, "source": pl.String,
 }
 MANIFEST_VERSION = 1
 MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
@@ -353,9 +353,10 @@ def generate_rollouts(problems: pl.DataFrame, model: str, cfg: GenerationConfig 
         results = backend.generate(prompts, derive_seed(cfg.seed, f"chunk{i}"), chunk["problem_id"].to_list(),
                                    bar.update)
         settings = (str(model), cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed)
-        problem_rows = chunk.select("problem_id", "question", "answer").iter_rows()
-        rows = [(pid, j, q, a, prompt, *results[n * cfg.k + j], *settings)
-                for n, ((pid, q, a), prompt) in enumerate(zip(problem_rows, prompts)) for j in range(cfg.k)]
+        sources = chunk["source"] if "source" in chunk.columns else [None] * chunk.height  # Table 1 is per dataset
+        problem_rows = zip(chunk["problem_id"], chunk["question"], chunk["answer"], sources)
+        rows = [(pid, j, q, a, prompt, *results[n * cfg.k + j], *settings, src)
+                for n, ((pid, q, a, src), prompt) in enumerate(zip(problem_rows, prompts)) for j in range(cfg.k)]
         frame = pl.DataFrame(rows, schema=ROLLOUT_SCHEMA, orient="row")
         if paths[i] is not None:
             write_parquet_atomic(frame, paths[i])

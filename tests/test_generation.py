@@ -101,6 +101,9 @@ def test_rollouts_schema_eos_and_seeding(chaotic_model):
     assert a["prompt"][0].startswith("<|im_start|>system\nPlease reason step by step") and a["prompt"][0].endswith("assistant\n")
     assert a.select(pl.col("model").unique()).item() == str(chaotic_model)
     assert a.select("temperature", "top_p", "max_new_tokens", "seed").unique().rows() == [(1.0, 1.0, 40, 0)]
+    assert a["source"].is_null().all()  # the problems had no source column
+    tagged = generate_rollouts(problems(4).with_columns(source=pl.lit("math")), str(chaotic_model), cfg, progress=False)
+    assert tagged["source"].unique().to_list() == ["math"] and tagged.drop("source").equals(a.drop("source"))
     assert a.equals(generate_rollouts(problems(4), str(chaotic_model), cfg, progress=False))
     other = generate_rollouts(problems(4), str(chaotic_model), GenerationConfig(**{**cfg.__dict__, "seed": 1}), progress=False)
     assert not a["response"].equals(other["response"])
