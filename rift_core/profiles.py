@@ -57,4 +57,35 @@ def load_profile(name_or_path: str) -> Profile:
     unknown_methods = sorted(set(raw.get("methods") or {}) - set(METHODS))
     if unknown_methods:
         raise ValueError(f"{path}: field 'methods' names unknown method(s) {', '.join(unknown_methods)}")
-    return Profile(**{"name": path.stem, **raw, "source": str(path)})
+    profile = Profile(**{"name": path.stem, **raw, "source": str(path)})
+    _check_section_keys(profile, path)
+    return profile
+
+
+def _check_section_keys(profile: Profile, path: Path) -> None:
+    """A misspelt knob fails here, naming file and section, not later as a TypeError deep in a run."""
+    from dataclasses import fields
+
+    from rift_core.generation import GenerationConfig
+    from rift_core.toy import ToyConfig
+    from rift_core.trainer import TrainConfig
+
+    names = lambda cls: {f.name for f in fields(cls)}  # noqa: E731
+    known = {
+        "toy": names(ToyConfig),
+        "generation": names(GenerationConfig),
+        "rewards": {"scheme", "r_pos", "r_neg"},
+        "train": names(TrainConfig) - {"method", "model", "output_dir"},
+        "evaluation": names(GenerationConfig) | {"limit"},
+    }
+    known.update({f"methods.{m}": known["train"] for m in METHODS})
+    sections = {"toy": profile.toy, "generation": profile.generation, "rewards": profile.rewards,
+                "train": profile.train, "evaluation": profile.evaluation,
+                **{f"methods.{m}": v for m, v in profile.methods.items()}}
+    for section, values in sections.items():
+        if not isinstance(values or {}, dict):
+            raise ValueError(f"{path}: field '{section}' must be a mapping, got {values!r}")
+        unknown = sorted(set(values or {}) - known[section])
+        if unknown:
+            raise ValueError(f"{path}: field '{section}' has unknown key(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(sorted(known[section]))}")

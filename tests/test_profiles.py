@@ -65,6 +65,9 @@ def test_tiny_and_smoke_run_the_toy_task_on_every_benchmark_split():
         ("base_model: toy\nbenchmarks: []\n", "missing required field.*seeds"),
         ("base_model: toy\nseeds: toy:seed\nbenchmarks: []\nmethods: {grpo: {}}\n", "methods.*grpo"),
         ("- base_model\n", "must be a YAML mapping"),
+        ("base_model: toy\nseeds: toy:seed\nbenchmarks: []\ngeneration: {tempreature: 0.7}\n", "'generation'.*tempreature"),
+        ("base_model: toy\nseeds: toy:seed\nbenchmarks: []\nmethods: {rift: {lr: 1.0}}\n", "'methods.rift'.*unknown key.*lr"),
+        ("base_model: toy\nseeds: toy:seed\nbenchmarks: []\ntrain: 3\n", "'train' must be a mapping"),
     ],
 )
 def test_bad_profile_names_file_and_field(tmp_path, text, message):
