@@ -12,6 +12,8 @@ from rift_core.stats import to_markdown
 
 from rift_dagster.defs.training import METHODS
 
+# Dagster's per-event DEBUG lines drown the demo's own progress; the UI keeps the full event log
+QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 # (selection, partition keys) in lineage order; None = unpartitioned
 STEPS = [
     (["seed_problems", "base_model", "benchmarks", "rollouts", "reward_labels", "buffer_stats"], [None]),
@@ -32,7 +34,8 @@ def materialize_all(profile: str, data_dir: str = "data", instance=None, steps=S
             label = ", ".join(selection) + (f" [{key}]" if key else "")
             print(f"==> materialising {label}", flush=True)
             start = time.time()
-            results.append(dg.materialize(assets, selection=selection, partition_key=key, resources=res, instance=instance))
+            results.append(dg.materialize(assets, selection=selection, partition_key=key, resources=res, instance=instance,
+                                          run_config=QUIET))
             print(f"    done in {time.time() - start:.1f} s", flush=True)
     return results
 
