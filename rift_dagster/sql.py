@@ -11,6 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import duckdb
+
 HELP = """Tables: {tables}
 Statements end with ';'. Commands: .tables, .schema NAME, .quit
 Table 1 from the raw labels:   SELECT * FROM buffer_stats;  (or the query in the README)
@@ -66,7 +68,10 @@ def main(argv: list[str] | None = None) -> None:
     db = Path(args.data_dir).resolve() / args.profile / "rift.duckdb"
     con = Session(db)
     if args.command:
-        run(con, args.command)
+        try:
+            run(con, args.command)
+        except duckdb.Error as e:
+            raise SystemExit(f"error: {e}")
         return
     tables = ", ".join(r[0] for r in con.sql("SELECT table_name FROM information_schema.tables ORDER BY 1").fetchall())
     print(f"{db} (read-only)\n" + HELP.format(tables=tables or "(none yet)"))
