@@ -32,9 +32,9 @@ from transformers import TrainerCallback
 
 from rift_core.io import read_table
 from rift_core.losses import GRANULARITIES, fit_fused_head_to_cpu, naive_loss, rift_loss, token_logps
+from rift_core.profiles import METHODS
 from rift_core.prompts import chat_messages
 
-METHODS = ("sft", "dft", "rft", "dpo", "rift", "naive")
 PAPER_LR = {"sft": 1e-5, "dft": 1e-5, "rft": 1e-5, "dpo": 2e-6, "rift": 2e-6, "naive": 2e-6}
 COLUMNS = {
     "sft": ("question", "solution"),
