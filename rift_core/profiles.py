@@ -1,20 +1,72 @@
-"""Run profiles: plain YAML files (configs/<name>.yaml) that pick model, data, K, rewards and sizes.
+"""Run profiles: YAML files (configs/<name>.yaml) that pick model, data, K, rewards and sizes.
 
-Each section is a dict of keyword arguments for the config dataclass of the module that owns it
-(generation.GenerationConfig, trainer.TrainConfig, ...), so a profile needs no code to add a knob.
+Each section is validated against the config dataclass of the module that owns it (toy.ToyConfig,
+generation.GenerationConfig, trainer.TrainConfig): same field names, same types, so `learning_rate: 1e-5`
+is a float wherever the profile goes, and a wrong type or unknown key fails at load naming the file,
+section and key. A profile may start with `extends: <profile name or path>` and override any field of
+that profile (mappings merge key by key), so an experiment is a five-line file:
+
+    extends: tiny
+    rewards: {r_neg: -0.5}
+    methods:
+      rift: {learning_rate: 3.0e-4}
+
+Nothing in rift_core imports this module: it sits on top of the modules whose configs it builds.
 """
-from dataclasses import dataclass, field
+import dataclasses
+import typing
 from pathlib import Path
+from typing import Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from rift_core.generation import GenerationConfig
+from rift_core.methods import METHODS
+from rift_core.rewards import SCHEMES
+from rift_core.toy import ToyConfig
+from rift_core.trainer import TrainConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-METHODS = ("sft", "dft", "rft", "dpo", "rift", "naive")
+_STRICT = ConfigDict(extra="forbid")
 
 
-@dataclass
-class Profile:
+def section_of(cls, exclude=(), extra: dict | None = None) -> type[BaseModel]:
+    """A pydantic model with the fields, types and defaults of dataclass `cls` (minus `exclude`)."""
+    hints = typing.get_type_hints(cls)
+    fields = {}
+    for f in dataclasses.fields(cls):
+        if f.name in exclude:
+            continue
+        default = (Field(default_factory=f.default_factory) if f.default_factory is not dataclasses.MISSING
+                   else f.default)
+        fields[f.name] = (hints[f.name], default)
+    return create_model(f"{cls.__name__}Section", __config__=_STRICT, **fields, **(extra or {}))
+
+
+def _set(section: BaseModel) -> dict:
+    """The keys a profile actually wrote, typed."""
+    return section.model_dump(exclude_unset=True)
+
+
+ToySection = section_of(ToyConfig)
+GenerationSection = section_of(GenerationConfig)
+EvaluationSection = section_of(GenerationConfig, extra={"limit": (int | None, None)})
+TrainSection = section_of(TrainConfig, exclude=("method", "model", "output_dir"))
+
+
+class RewardsSection(BaseModel):
+    model_config = _STRICT
+    scheme: Literal[SCHEMES] = "constant"
+    r_pos: float = 1.0
+    r_neg: float = -0.2
+
+
+class Profile(BaseModel):
+    model_config = _STRICT
+
     name: str
+    source: str  # the file this profile was read from
     base_model: str  # local path, hub id, or "toy" (the project trains its own base policy)
     seeds: str  # a load_problems source
     benchmarks: list[str]
@@ -22,70 +74,101 @@ class Profile:
     seed: int = 0
     skip_bad: bool = False  # skip (and report) seed rows with a missing or empty field instead of failing
     data_root: str = "../shared/data"
-    toy: dict = field(default_factory=dict)  # base-policy settings when base_model == "toy"
-    generation: dict = field(default_factory=dict)
-    rewards: dict = field(default_factory=dict)  # scheme, r_pos, r_neg
-    train: dict = field(default_factory=dict)  # shared TrainConfig overrides
-    methods: dict = field(default_factory=dict)  # method -> TrainConfig overrides
-    evaluation: dict = field(default_factory=dict)  # k, limit, generation overrides
-    source: str = ""  # the file this profile was read from
+    toy: ToySection = Field(default_factory=ToySection)  # base-policy settings when base_model == "toy"
+    generation: GenerationSection = Field(default_factory=GenerationSection)
+    rewards: RewardsSection = Field(default_factory=RewardsSection)
+    train: TrainSection = Field(default_factory=TrainSection)  # shared by every method
+    methods: dict[Literal[METHODS], TrainSection] = Field(default_factory=dict)  # per-method overrides
+    evaluation: EvaluationSection = Field(default_factory=EvaluationSection)  # overrides of `generation`
 
-    def train_kwargs(self, method: str) -> dict:
+    def toy_config(self) -> ToyConfig:
+        return ToyConfig(**_set(self.toy))
+
+    def generation_config(self, seed_offset: int = 0) -> GenerationConfig:
+        """Rollout sampling; the profile's seed unless the section sets its own."""
+        settings = {"seed": self.seed, **_set(self.generation)}
+        return GenerationConfig(**{**settings, "seed": settings["seed"] + seed_offset})
+
+    def evaluation_config(self) -> GenerationConfig:
+        """Benchmark sampling: the generation section with the evaluation section's overrides."""
+        overrides = {k: v for k, v in _set(self.evaluation).items() if k != "limit"}
+        return GenerationConfig(**{"seed": self.seed, **_set(self.generation), **overrides})
+
+    def train_config(self, method: str, model: str, output_dir: str) -> TrainConfig:
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
-        return {**self.train, **(self.methods.get(method) or {})}
+        overrides = self.methods.get(method)
+        settings = {"reward_scheme": self.rewards.scheme, "seed": self.seed, **_set(self.train),
+                    **(_set(overrides) if overrides else {})}
+        return TrainConfig(method=method, model=model, output_dir=output_dir, **settings)
 
 
-def load_profile(name_or_path: str) -> Profile:
-    """Load `configs/<name>.yaml` or a YAML file path, failing with the file and field at fault."""
+def profile_path(name_or_path: str, relative_to: Path | None = None) -> Path:
+    """`configs/<name>.yaml` for a bare name, else the path (relative to the extending file, if any)."""
     path = Path(name_or_path)
     if not path.suffix:
-        path = CONFIG_DIR / f"{name_or_path}.yaml"
+        return CONFIG_DIR / f"{name_or_path}.yaml"
+    if relative_to is not None and not path.is_absolute() and not path.exists():
+        return relative_to.parent / path
+    return path
+
+
+def _raw(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """The profile's YAML mapping with its `extends:` chain merged in."""
     if not path.exists():
         known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
-        raise FileNotFoundError(f"profile {name_or_path!r} not found at {path} (known profiles: {known})")
+        raise FileNotFoundError(f"profile {str(path)!r} not found (known profiles: {known})")
+    if path.resolve() in seen:
+        raise ValueError(f"{path}: `extends` makes a cycle: {' -> '.join(map(str, seen))} -> {path}")
     raw = yaml.safe_load(path.read_text()) or {}
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: a profile must be a YAML mapping")
-    fields = Profile.__dataclass_fields__
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise ValueError(f"{path}: unknown field(s) {', '.join(unknown)}; known: {', '.join(fields)}")
-    missing = [f for f in ("base_model", "seeds", "benchmarks") if f not in raw]
-    if missing:
-        raise ValueError(f"{path}: missing required field(s) {', '.join(missing)}")
-    unknown_methods = sorted(set(raw.get("methods") or {}) - set(METHODS))
-    if unknown_methods:
-        raise ValueError(f"{path}: field 'methods' names unknown method(s) {', '.join(unknown_methods)}")
-    profile = Profile(**{"name": path.stem, **raw, "source": str(path)})
-    _check_section_keys(profile, path)
-    return profile
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    if not isinstance(parent, str):
+        raise ValueError(f"{path}: `extends` names one profile (a name or a path), got {parent!r}")
+    try:
+        return deep_merge(_raw(profile_path(parent, path), (*seen, path.resolve())), raw)
+    except FileNotFoundError as e:
+        raise ValueError(f"{path}: extends {parent!r}: {e}") from None
 
 
-def _check_section_keys(profile: Profile, path: Path) -> None:
-    """A misspelt knob fails here, naming file and section, not later as a TypeError deep in a run."""
-    from dataclasses import fields
+def deep_merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
-    from rift_core.generation import GenerationConfig
-    from rift_core.toy import ToyConfig
-    from rift_core.trainer import TrainConfig
 
-    names = lambda cls: {f.name for f in fields(cls)}  # noqa: E731
-    known = {
-        "toy": names(ToyConfig),
-        "generation": names(GenerationConfig),
-        "rewards": {"scheme", "r_pos", "r_neg"},
-        "train": names(TrainConfig) - {"method", "model", "output_dir"},
-        "evaluation": names(GenerationConfig) | {"limit"},
-    }
-    known.update({f"methods.{m}": known["train"] for m in METHODS})
-    sections = {"toy": profile.toy, "generation": profile.generation, "rewards": profile.rewards,
-                "train": profile.train, "evaluation": profile.evaluation,
-                **{f"methods.{m}": v for m, v in profile.methods.items()}}
-    for section, values in sections.items():
-        if not isinstance(values or {}, dict):
-            raise ValueError(f"{path}: field '{section}' must be a mapping, got {values!r}")
-        unknown = sorted(set(values or {}) - known[section])
-        if unknown:
-            raise ValueError(f"{path}: field '{section}' has unknown key(s) {', '.join(unknown)}; "
-                             f"known: {', '.join(sorted(known[section]))}")
+def load_profile(name_or_path: str) -> Profile:
+    """Load `configs/<name>.yaml` or a YAML file path, failing with the file, section and key at fault."""
+    path = profile_path(name_or_path)
+    if not path.exists() and not Path(name_or_path).suffix:
+        known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+        raise FileNotFoundError(f"profile {name_or_path!r} not found at {path} (known profiles: {known})")
+    raw = _raw(path)
+    try:
+        return Profile(**{**raw, "name": path.stem, "source": str(path)})
+    except ValidationError as e:
+        raise ValueError(f"{path}: " + "; ".join(_explain(err) for err in e.errors())) from None
+
+
+def _explain(err: dict) -> str:
+    *section, key = [str(part) for part in err["loc"]] or ["?"]
+    if key == "[key]":  # a bad mapping key, e.g. an unknown method under `methods`
+        *section, key = section
+    where = f"section '{'.'.join(section)}', key '{key}'" if section else f"field '{key}'"
+    if err["type"] == "extra_forbidden":
+        return f"{where} is unknown; known: {', '.join(_known_keys(err['loc'][:-1]))}"
+    if err["type"] == "missing":
+        return f"required {where} is missing"
+    return f"{where}: {err['msg']} (got {err['input']!r})"
+
+
+def _known_keys(loc: tuple) -> list[str]:
+    model = Profile
+    for part in loc:
+        annotation = model.model_fields[part].annotation if part in model.model_fields else model
+        model = typing.get_args(annotation)[-1] if typing.get_origin(annotation) is dict else annotation
+    return sorted(set(model.model_fields) - {"name", "source"})
