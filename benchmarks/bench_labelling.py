@@ -22,10 +22,12 @@ from rift_core.rewards import _grade_parsed, _parse, label_rollouts, wrap_gold
 STEP = "We simplify the expression step by step: $2x + 3 = 7$ gives $x = 2$, so $x^2 = 4$. "
 
 
-def build_buffer(data: Path, n_problems: int = 3000, k: int = 8, seed: int = 0) -> pl.DataFrame:
-    rows = [json.loads(line) for line in (data / "seeds" / "math" / "train.jsonl").open()]
+def build_buffer(data: Path, n_problems: int = 3000, k: int = 8, seed: int = 0,
+                 source: str = "seeds/math/train.jsonl") -> pl.DataFrame:
+    """n_problems of `data / source` (jsonl with an `answer` field) x k responses built from the answers."""
+    rows = [json.loads(line) for line in (data / source).open()]
     rng = random.Random(seed)
-    problems = rng.sample(rows, n_problems)
+    problems = rng.sample(rows, min(n_problems, len(rows)))
     answers = [p["answer"] for p in problems]
     out = []
     for i, p in enumerate(problems):

@@ -78,7 +78,9 @@ def child(args) -> None:
             logps = torch.log_softmax(logits, -1).gather(-1, targets.clamp(min=0)[..., None]).squeeze(-1)
             return logps * mask, mask
 
-        trainer.token_logps = full_logits
+        import rift_core.rift_trainer as rift_trainer
+
+        rift_trainer.token_logps = full_logits
     if method == "sft_trl_tiles":
         method = "sft"
         trainer.fit_fused_head_to_cpu = lambda: None

@@ -9,6 +9,7 @@ COMMANDS = {
     "stats": "rift_core.stats",
     "evaluate": "rift_core.evaluate",
     "toy": "rift_core.toy",
+    "data": "rift_core.download",
 }
 
 

@@ -38,13 +38,14 @@ def score_labels(labels: pl.DataFrame) -> tuple[list[str], list[list[bool]]]:
 
 def evaluate(model: str, benchmarks, k: int = 8, limit: int | None = None, seed: int = 0, gen=None,
              data_root: str = "../shared/data", out_dir: str | None = None, workers: int = 2,
-             timeout_s: float = 10.0, **gen_kwargs) -> pl.DataFrame:
+             timeout_s: float | None = None, on_progress=None, **gen_kwargs) -> pl.DataFrame:
     """Score `model` (a local path or hub id) on `benchmarks`: names for `data.load_problems` (seeded
     subsets of `limit` problems) or a dict name -> problems frame.
 
     Sampling is the paper's (temperature 0.7, top-p 0.8, seed 0) unless `gen` (a GenerationConfig) or
     GenerationConfig fields in `gen_kwargs` (max_new_tokens, backend, batch_size, ...) say otherwise;
-    `k` and `seed` always win. With `out_dir`, generation resumes from `<out_dir>/<benchmark>/rollouts`
+    `k` and `seed` always win. `on_progress(stage=..., done=..., total=..., **metrics)` hears from sampling and
+    grading as they advance (see generation / rewards). With `out_dir`, generation resumes from `<out_dir>/<benchmark>/rollouts`
     and labels are kept in `<out_dir>/<benchmark>/labels.parquet`.
 
     Returns one row per benchmark: model, benchmark, k, mean_at_k, pass_at_k, n_problems, n_excluded,
@@ -55,7 +56,9 @@ def evaluate(model: str, benchmarks, k: int = 8, limit: int | None = None, seed:
 
     from rift_core.generation import GenerationConfig, generate_rollouts
     from rift_core.io import write_parquet_atomic
-    from rift_core.rewards import check_references, label_rollouts
+    from rift_core.rewards import DEFAULT_TIMEOUT_S, check_references, label_rollouts
+
+    timeout_s = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
 
     base = asdict(gen) if gen is not None else dict(PAPER_SAMPLING)
     cfg = GenerationConfig(**{**base, **gen_kwargs, "k": k, "seed": seed})
@@ -70,8 +73,9 @@ def evaluate(model: str, benchmarks, k: int = 8, limit: int | None = None, seed:
         if kept.height == 0:
             raise ValueError(f"{name}: no problem with a parseable reference answer to score")
         bench_dir = Path(out_dir) / name if out_dir else None
-        rollouts = generate_rollouts(kept, model, cfg, out_dir=str(bench_dir / "rollouts") if bench_dir else None)
-        labels = label_rollouts(rollouts, workers, timeout_s)
+        rollouts = generate_rollouts(kept, model, cfg, out_dir=str(bench_dir / "rollouts") if bench_dir else None,
+                                     on_progress=_named(on_progress, name))
+        labels = label_rollouts(rollouts, workers, timeout_s, on_progress=_named(on_progress, name))
         if bench_dir:
             write_parquet_atomic(labels, bench_dir / "labels.parquet")
         ids, scores = score_labels(labels)
@@ -83,6 +87,13 @@ def evaluate(model: str, benchmarks, k: int = 8, limit: int | None = None, seed:
             "problem_ids": ids, "scores": scores,
         })
     return pl.DataFrame(rows, schema_overrides={"excluded_ids": pl.List(pl.String), "scores": pl.List(pl.List(pl.Boolean))})
+
+
+def _named(on_progress, benchmark: str):
+    """`on_progress` with the benchmark's name in front of each stage."""
+    if on_progress is None:
+        return None
+    return lambda stage, done, total, **metrics: on_progress(f"{benchmark} {stage}", done, total, **metrics)
 
 
 def results_tables(scores: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:

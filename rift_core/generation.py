@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -215,7 +216,8 @@ class TransformersBackend:
         return prompts
 
     def generate(self, prompts: list[str], chunk_seed: int, problem_ids: list[str], progress) -> list[tuple]:
-        """(response, num_tokens, finish_reason) for each prompt x K, prompt-major."""
+        """(response, num_tokens, finish_reason) for each prompt x K, prompt-major; `progress(samples, tokens)`
+        after each batch."""
         import torch
 
         cfg, tok = self.cfg, self.tokenizer
@@ -233,7 +235,7 @@ class TransformersBackend:
                 for seq, toks, stop in zip(batch, tokens, stopped):
                     text = tok.decode(toks[:-1] if stop else toks, skip_special_tokens=True)
                     results[seq] = (text, len(toks), "stop" if stop else "length")
-                progress(len(batch))
+                progress(len(batch), sum(map(len, tokens)))
         return [results[i, j] for i in range(len(prompts)) for j in range(cfg.k)]
 
 
@@ -279,7 +281,7 @@ class VLLMBackend:
         ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
         outputs = self.llm.generate([{"prompt_token_ids": x} for x in ids], params, use_tqdm=False)
         results = rows_from_vllm(outputs, self.cfg.k)
-        progress(len(results))
+        progress(len(results), sum(r[1] for r in results))
         return results
 
 
@@ -317,12 +319,19 @@ def _check_manifest(out_dir: Path, manifest: dict) -> None:
 
 
 def generate_rollouts(problems: pl.DataFrame, model: str, cfg: GenerationConfig | None = None,
-                      out_dir: str | os.PathLike | None = None, progress: bool = True) -> pl.DataFrame:
+                      out_dir: str | os.PathLike | None = None, progress: bool = True,
+                      on_progress: Callable | None = None) -> pl.DataFrame:
     """The rollouts frame: `cfg.k` samples for every problem (columns in docs/ARCHITECTURE.md).
 
     With `out_dir`, chunks already there (same model, settings and problems) are reused and the others
     written as they finish, so an interrupted call resumes.
+
+    `progress` shows a tqdm bar. `on_progress(stage="generate", done=, total=, tokens_per_s=,
+    samples_per_s=, chunks_done=, chunks_total=)` is called (keywords only) after each sampled batch
+    (vLLM: each chunk) and once up front; done / total count samples, those of reused chunks included.
     """
+    import time
+
     from tqdm import tqdm
 
     cfg = cfg or GenerationConfig()
@@ -345,13 +354,32 @@ def generate_rollouts(problems: pl.DataFrame, model: str, cfg: GenerationConfig 
     backend = None
     bar = tqdm(total=sum(chunks[i].height for i in todo) * cfg.k, desc="rollouts", unit="sample",
                disable=not progress or not todo)
+    state = {"done": sum(f.height for f in done.values()), "new": 0, "tokens": 0, "start": time.monotonic()}
+
+    def advance(samples: int, tokens: int) -> None:
+        bar.update(samples)
+        state["done"] += samples
+        state["new"] += samples
+        state["tokens"] += tokens
+        if on_progress is not None:
+            elapsed = time.monotonic() - state["start"]
+            on_progress(stage="generate", done=state["done"], total=problems.height * cfg.k,
+                        tokens_per_s=state["tokens"] / elapsed if elapsed > 0 else None,
+                        samples_per_s=state["new"] / elapsed if elapsed > 0 else None,
+                        chunks_done=n_chunks - len(todo) + finished, chunks_total=n_chunks)
+
+    finished = 0
+    if on_progress is not None:  # reused chunks, before the model loads
+        on_progress(stage="generate", done=state["done"], total=problems.height * cfg.k,
+                    chunks_done=n_chunks - len(todo), chunks_total=n_chunks)
     for i in todo:
         if backend is None:
             backend = (VLLMBackend if cfg.backend == "vllm" else TransformersBackend)(model, cfg)
+            state["start"] = time.monotonic()  # rates count sampling, not the model load
         chunk = chunks[i]
         prompts = backend.render(chunk["question"].to_list())
         results = backend.generate(prompts, derive_seed(cfg.seed, f"chunk{i}"), chunk["problem_id"].to_list(),
-                                   bar.update)
+                                   advance)
         settings = (str(model), cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed)
         sources = chunk["source"] if "source" in chunk.columns else [None] * chunk.height  # Table 1 is per dataset
         problem_rows = zip(chunk["problem_id"], chunk["question"], chunk["answer"], sources)
@@ -361,6 +389,7 @@ def generate_rollouts(problems: pl.DataFrame, model: str, cfg: GenerationConfig 
         if paths[i] is not None:
             write_parquet_atomic(frame, paths[i])
         done[i] = frame
+        finished += 1
     bar.close()
     return pl.concat([done[i] for i in range(n_chunks)]) if done else pl.DataFrame(schema=ROLLOUT_SCHEMA)
 

@@ -13,6 +13,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from multiprocessing.connection import wait
 
 import polars as pl
@@ -20,6 +21,7 @@ import polars as pl
 STATUSES = ("ok", "no_answer", "timeout", "error")
 SCHEMES = ("constant", "gaussian", "gpg_mean", "gpg_scaled")
 BAD_REFERENCE = "reference answer does not parse"
+DEFAULT_TIMEOUT_S = 10.0  # per-step grading deadline (seconds): the default of every function and CLI flag here
 CHUNK_ROWS = 64  # rows per job: amortises IPC and the parent's wake-ups, small enough to balance workers
 MAX_EXTRACTED_CHARS = 2000  # `extracted` is for reading; `correct` is decided on the full answer
 _WARM_UP = "_RIFT_WARM_UP_GRADER"
@@ -174,27 +176,41 @@ def _pack(groups: list, check_only: bool) -> list:
     return jobs
 
 
-def grade_jobs(jobs: list, n_rows: int, workers: int = 2, timeout_s: float = 10.0, desc: str = "label") -> list:
+def grade_jobs(jobs: list, n_rows: int, workers: int = 2, timeout_s: float | None = DEFAULT_TIMEOUT_S,
+               desc: str = "label", on_progress: Callable | None = None) -> list:
     """Grade `jobs` (see `_jobs`) into a list of (correct, extracted, status) indexed by row. A
     check_only job only parses golds: each row gets status "ok" with the parsed gold as `extracted`,
     or "error".
 
-    Each step (parsing a gold, grading one row) gets `timeout_s` seconds. A worker that overruns is
-    killed and replaced; the row gets status "timeout" (all rows of that gold if the gold itself hangs;
-    "error" if the worker died instead), and the job's other rows are graded again by the new worker.
+    Each step (parsing a gold, grading one row) gets `timeout_s` seconds (None: DEFAULT_TIMEOUT_S). A
+    worker that overruns is killed and replaced; the row gets status "timeout" (all rows of that gold if
+    the gold itself hangs; "error" if the worker died instead), and the job's other rows are graded again
+    by the new worker.
+
+    `on_progress(stage=desc, done=rows, total=rows, rows_per_s=, timeouts=)` is called as jobs finish
+    (keywords only; every ~64 rows, so the caller throttles).
     """
     from tqdm import tqdm
 
+    timeout_s = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
     results: list = [None] * n_rows
     todo = list(reversed(jobs))  # pop() from the end keeps the original order
+    total = sum(len(items) for _, groups in jobs for _, items in groups)
     ctx = _context()
     slots = [_Slot(ctx) for _ in range(max(1, min(workers, len(todo))))] if todo else []
-    bar = tqdm(total=sum(len(items) for _, groups in jobs for _, items in groups), desc=desc, unit="resp", disable=None)
+    bar = tqdm(total=total, desc=desc, unit="resp", disable=None)
+    state = {"done": 0, "timeouts": 0, "start": time.monotonic()}
 
     def record(items, values):
         for (idx, _), value in zip(items, values):
             results[idx] = value
+            state["timeouts"] += value[2] == "timeout"
         bar.update(len(items))
+        state["done"] += len(items)
+        if on_progress is not None:
+            elapsed = time.monotonic() - state["start"]
+            on_progress(stage=desc, done=state["done"], total=total,
+                        rows_per_s=state["done"] / elapsed if elapsed > 0 else None, timeouts=state["timeouts"])
 
     try:
         for slot in slots:
@@ -249,24 +265,33 @@ def grade_jobs(jobs: list, n_rows: int, workers: int = 2, timeout_s: float = 10.
     return results
 
 
-def check_references(answers: list[str], workers: int = 2, timeout_s: float = 10.0) -> list[bool]:
-    """Whether each reference answer parses (a row that does not can never be graded correct)."""
+def check_references(answers: list[str], workers: int = 2, timeout_s: float | None = DEFAULT_TIMEOUT_S,
+                     on_progress: Callable | None = None) -> list[bool]:
+    """Whether each reference answer parses (a row that does not can never be graded correct).
+
+    `on_progress(stage="references", done=answers, total=answers, ...)` as in `grade_jobs`.
+    """
     answers = [None if a is None else str(a) for a in answers]
-    out = grade_jobs(_jobs(answers, [None] * len(answers), True), len(answers), workers, timeout_s, desc="references")
+    out = grade_jobs(_jobs(answers, [None] * len(answers), True), len(answers), workers, timeout_s, desc="references",
+                     on_progress=on_progress)
     return [r[2] == "ok" for r in out]
 
 
-def label_rollouts(rollouts: pl.DataFrame, workers: int = 2, timeout_s: float = 10.0) -> pl.DataFrame:
+def label_rollouts(rollouts: pl.DataFrame, workers: int = 2, timeout_s: float | None = DEFAULT_TIMEOUT_S,
+                   on_progress: Callable | None = None) -> pl.DataFrame:
     """The rollouts with `correct`, `extracted` and `status` (ok / no_answer / timeout / error) added.
 
     `status` is "error" for every row whose reference answer does not parse; `correct` is False for
-    every status but "ok".
+    every status but "ok". Each response gets `timeout_s` seconds (None: DEFAULT_TIMEOUT_S).
+    `on_progress(stage="label", done=responses, total=responses, rows_per_s=, timeouts=)` is called as
+    work advances (keywords only).
     """
     missing = [c for c in ("answer", "response") if c not in rollouts.columns]
     if missing:
         raise ValueError(f"rollouts lack column(s) {', '.join(missing)} (have {', '.join(rollouts.columns)})")
     golds = [None if a is None else str(a) for a in rollouts["answer"].to_list()]
-    out = grade_jobs(_jobs(golds, rollouts["response"].to_list()), rollouts.height, workers, timeout_s)
+    out = grade_jobs(_jobs(golds, rollouts["response"].to_list()), rollouts.height, workers, timeout_s,
+                     on_progress=on_progress)
     return rollouts.with_columns(
         pl.Series("correct", [r[0] for r in out], dtype=pl.Boolean),
         pl.Series("extracted", [r[1] for r in out], dtype=pl.String),
@@ -315,9 +340,7 @@ def assign_rewards(labels: pl.DataFrame, scheme: str = "constant", r_pos: float 
     return labels.with_columns(_reward_expr(scheme, r_pos, r_neg, over).alias("reward"))
 
 
-def main(argv: list[str]) -> None:
-    from rift_core.io import read_table, write_parquet_atomic
-
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m rift_core label", description="Grade rollouts and assign rewards.")
     p.add_argument("--rollouts", required=True, help="rollouts table (.parquet, .jsonl, or a folder of parts)")
     p.add_argument("--out", required=True, help="labels .parquet to write")
@@ -325,8 +348,14 @@ def main(argv: list[str]) -> None:
     p.add_argument("--r-pos", type=float, default=1.0)
     p.add_argument("--r-neg", type=float, default=-0.2)
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
-    p.add_argument("--timeout-s", type=float, default=10.0, help="deadline per response, seconds")
-    args = p.parse_args(argv)
+    p.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S, help="deadline per response, seconds")
+    return p
+
+
+def main(argv: list[str]) -> None:
+    from rift_core.io import read_table, write_parquet_atomic
+
+    args = build_parser().parse_args(argv)
 
     rollouts = read_table(args.rollouts)
     missing = [c for c in ("problem_id", "answer", "response") if c not in rollouts.columns]

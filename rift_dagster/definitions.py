@@ -1,26 +1,19 @@
-"""The Dagster code location (`dagster dev -w workspace.yaml`). `RIFT_PROFILE` and `RIFT_DATA_DIR` set
-the defaults of the two resources; both stay editable per run in the Launchpad."""
-import os
+"""The Dagster code location: everything in `rift_dagster/defs/` (one module per domain), with each asset
+linked to its source. `dg dev`, `make ui` (`dagster dev -w workspace.yaml`) and the tests load this."""
+import warnings
+from pathlib import Path
 
 import dagster as dg
 
-from rift_dagster.defs import evaluation, generation, iteration, problems, rewards, training
-from rift_dagster.defs.resources import RiftStorage, RunProfile
-from rift_dagster.defs.schedules import buffer_job, regeneration_job, regeneration_schedule
-
-MODULES = [problems, generation, rewards, training, evaluation, iteration]
+ROOT = Path(__file__).resolve().parent.parent
+warnings.filterwarnings("ignore", category=dg.BetaWarning)  # code references are beta in 1.13
 
 
-def resources(profile: str | None = None, data_dir: str | None = None, out_of_process: bool = True) -> dict:
-    return {
-        "rift": RunProfile(profile=profile or os.environ.get("RIFT_PROFILE", "tiny"), out_of_process=out_of_process),
-        "storage": RiftStorage(data_dir=data_dir or os.environ.get("RIFT_DATA_DIR", "data")),
-    }
-
-
-defs = dg.Definitions(
-    assets=dg.load_assets_from_modules(MODULES),
-    jobs=[buffer_job, regeneration_job],
-    schedules=[regeneration_schedule],
-    resources=resources(),
-)
+@dg.definitions
+def defs() -> dg.Definitions:
+    loaded = dg.load_from_defs_folder(project_root=ROOT)
+    assets = list({id(a): a for a in loaded.assets}.values())  # modules import each other's assets
+    return dg.Definitions(
+        assets=dg.with_source_code_references(assets), asset_checks=loaded.asset_checks, jobs=loaded.jobs,
+        schedules=loaded.schedules, sensors=loaded.sensors, resources=loaded.resources,
+    )

@@ -24,10 +24,11 @@ STEPS = [
 
 def materialize_all(profile: str, data_dir: str = "data", instance=None, steps=STEPS, out_of_process: bool = True) -> list:
     """Materialise every step, stopping at the first failure with Dagster's error; the runs' results."""
-    from rift_dagster.definitions import defs, resources
+    from rift_dagster.definitions import defs
+    from rift_dagster.defs.resources import rift_resources
 
-    assets = list(defs.assets)
-    res = resources(profile, data_dir, out_of_process)
+    assets = list(defs().assets)
+    res = rift_resources(profile, data_dir, out_of_process)
     results = []
     for selection, keys in steps:
         for key in keys:
@@ -72,7 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--profile", default="tiny")
     ap.add_argument("--data-dir", default="data")
     ap.add_argument("--in-process", action="store_true",
-                    help="train, generate and evaluate inside this process (no Pipes subprocesses; faster on a CPU)")
+                    help="run the Pipes steps (train, generate, evaluate) inside this process instead of subprocesses; "
+                         "faster on a CPU")
     args = ap.parse_args(argv)
     # With DAGSTER_HOME set (the Makefile sets it) the runs land in the instance `make ui` shows.
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None

@@ -1,34 +1,190 @@
-"""Out-of-process steps that Pipes launches: `python -m rift_dagster.worker generate|evaluate SPEC.json`.
+"""The Pipes child of every out-of-process step: `python -m rift_dagster.worker`, started by the
+`pipes_client` resource (a subprocess by default; a Kubernetes pod with rift_dagster.k8s).
 
-Training runs `python -m rift_core train` directly; generation and evaluation come here because their
-inputs are the frames the graph already wrote (stable problem ids, benchmark subsets), which the
-`rift_core` CLIs would reload from sources. Imports no dagster: it runs wherever rift_core runs.
+Its parameters arrive as Pipes extras built from the typed profile, `{"step": "train" | "generate" |
+"evaluate", ...}`; it streams progress to the run's log while it works and reports the materialisation's
+metadata and asset checks itself. It imports `dagster_pipes` (dependency-free), never `dagster`, so it runs
+wherever rift_core runs, `accelerate launch` included: there only rank 0 talks to Dagster.
 """
-import json
-import sys
+import base64
+import io
+import os
+import time
 from pathlib import Path
 
+from rift_dagster.defs import checks
 
-def main(argv: list[str] | None = None) -> None:
+PROGRESS_EVERY_S = 10.0
+
+
+def progress_logger(log, every_s: float = PROGRESS_EVERY_S):
+    """A rift_core `on_progress` callback writing one line to `log` at most every `every_s` seconds (and the last)."""
+    last = {"at": -1e9}
+
+    def on_progress(stage: str, done: int, total: int, **metrics) -> None:
+        now = time.monotonic()
+        if done < total and now - last["at"] < every_s:
+            return
+        last["at"] = now
+        share = f" ({100 * done / total:.0f}%)" if total else ""
+        extra = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                          for k, v in metrics.items() if v is not None)
+        log(f"{stage}: {done}/{total}{share}  {extra}".rstrip())
+
+    return on_progress
+
+
+def md(text: str) -> dict:
+    return {"raw_value": text, "type": "md"}
+
+
+def path(p) -> dict:
+    return {"raw_value": str(p), "type": "path"}
+
+
+def png_markdown(fig, alt: str) -> str:
+    """A matplotlib figure as a markdown image the Dagster UI shows inline."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"
+
+
+def loss_figure(losses: list[float], title: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.plot(range(1, len(losses) + 1), losses, lw=1.2)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------- steps
+
+
+def train_step(extras: dict, log, report) -> None:
+    from rift_core.trainer import TrainConfig, train
+
+    cfg = TrainConfig(**extras["config"])
+    log(f"training {cfg.method} on {extras['data']} -> {cfg.output_dir}")
+    run = train(cfg, extras["data"], on_progress=progress_logger(log))
+    if report is None:
+        return
+    losses = run.get("loss_history") or []
+    fig = loss_figure(losses, f"{cfg.method}: loss per step")
+    fig.savefig(Path(cfg.output_dir) / "loss_curve.png", dpi=90, bbox_inches="tight")  # beside the weights
+    scalars = {k: v for k, v in run.items() if isinstance(v, (int, float, str, bool)) and v is not None}
+    report.report_asset_materialization(metadata={
+        "path": path(cfg.output_dir),
+        "loss_curve": md(png_markdown(fig, "loss curve")),
+        **{f"run/{k}": v for k, v in scalars.items()},
+    })
+    report.report_asset_check(**checks.loss_finite(run))
+    report.report_asset_check(**checks.checkpoint_loadable(cfg.output_dir))
+
+
+def rollout_metadata(df, output, seconds: float) -> dict:
+    n = len(df)
+    return {
+        "dagster/row_count": n,
+        "problems": df["problem_id"].n_unique(),
+        "k": int(df["sample_idx"].max()) + 1 if n else 0,
+        "mean_response_tokens": round(float(df["num_tokens"].mean() or 0), 1),
+        "cut_at_length_pct": round(100 * float((df["finish_reason"] == "length").mean() or 0), 1),
+        "tokens_per_s": round(float(df["num_tokens"].sum()) / max(seconds, 1e-9), 1),
+        "path": path(output),
+        "duration_s": round(seconds, 2),
+    }
+
+
+def generate_step(extras: dict, log, report) -> None:
     import polars as pl
-
+    from rift_core.generation import GenerationConfig, generate_rollouts
     from rift_core.io import write_parquet_atomic
 
-    step, spec_path = (argv if argv is not None else sys.argv[1:])
-    spec = json.loads(Path(spec_path).read_text())
-    if step == "generate":
-        from rift_core.generation import GenerationConfig, generate_rollouts
+    start = time.time()
+    log(f"sampling from {extras['model']}; resumable chunks in {extras['chunks']}")
+    out = generate_rollouts(pl.read_parquet(extras["problems"]), extras["model"],
+                            GenerationConfig(**extras["config"]), out_dir=extras["chunks"],
+                            on_progress=progress_logger(log))
+    write_parquet_atomic(out, extras["output"])
+    if report is not None:
+        report.report_asset_materialization(metadata=rollout_metadata(out, extras["output"], time.time() - start))
 
-        out = generate_rollouts(pl.read_parquet(spec["problems"]), spec["model"], GenerationConfig(**spec["config"]),
-                                out_dir=spec["chunks"])
-    elif step == "evaluate":
-        from rift_core.evaluate import evaluate
 
-        bench = {Path(f).stem: pl.read_parquet(f) for f in spec["benchmarks"]}
-        out = evaluate(spec["model"], bench, **spec["kwargs"])
-    else:
-        raise SystemExit(f"unknown step {step!r}; expected generate or evaluate")
-    write_parquet_atomic(out, spec["output"])
+def evaluate_step(extras: dict, log, report) -> None:
+    import polars as pl
+    from rift_core.evaluate import evaluate
+    from rift_core.generation import GenerationConfig
+    from rift_core.io import write_parquet_atomic
+    from rift_core.stats import to_markdown
+
+    start = time.time()
+    bench = {name: pl.read_parquet(f) for name, f in extras["benchmarks"].items()}
+    gen = GenerationConfig(**extras["config"])
+    scores = evaluate(extras["model"], bench, k=gen.k, seed=gen.seed, gen=gen, out_dir=extras["out_dir"],
+                      workers=extras["workers"], timeout_s=extras["timeout_s"], on_progress=progress_logger(log))
+    write_parquet_atomic(scores, extras["output"])
+    if report is None:
+        return
+    summary = scores.select("benchmark", "k", "mean_at_k", "pass_at_k", "n_problems", "extraction_failure_rate")
+    report.report_asset_materialization(metadata={
+        "scores": md(to_markdown(summary)),
+        "avg_mean_at_k": round(float(scores["mean_at_k"].mean()), 4),
+        "avg_pass_at_k": round(float(scores["pass_at_k"].mean()), 4),
+        "model_path": path(extras["model"]),
+        "duration_s": round(time.time() - start, 2),
+    })
+    report.report_asset_check(**checks.scores_valid(scores, list(bench)))
+
+
+STEPS = {"train": train_step, "generate": generate_step, "evaluate": evaluate_step}
+
+
+def run(extras: dict, pipes=None) -> None:
+    """Run the step named in `extras`; `pipes` (a PipesContext) receives logs, metadata and checks."""
+    step = extras.get("step")
+    if step not in STEPS:
+        raise ValueError(f"unknown step {step!r}; expected one of {', '.join(STEPS)}")
+    log = pipes.log.info if pipes is not None else (lambda line: print(line, flush=True))
+    STEPS[step](extras, log, pipes)
+
+
+def run_in_process(bootstrap_env: dict) -> None:
+    """The same child inside the caller's process (the in-process Pipes client of fast tests)."""
+    from dagster_pipes import (PipesContext, PipesDefaultContextLoader, PipesDefaultMessageWriter,
+                               PipesMappingParamsLoader)
+
+    with PipesContext(PipesMappingParamsLoader(bootstrap_env), PipesDefaultContextLoader(),
+                      PipesDefaultMessageWriter()) as pipes:
+        run(pipes.extras, pipes)
+
+
+def _extras_only() -> dict:
+    """The step's parameters without opening the message channel: ranks other than 0 read, never report."""
+    from dagster_pipes import PipesDefaultContextLoader, PipesEnvVarParamsLoader
+
+    params = PipesEnvVarParamsLoader().load_context_params()
+    with PipesDefaultContextLoader().load_context(params) as data:
+        return dict(data["extras"])
+
+
+def main() -> None:
+    if int(os.environ.get("RANK", "0")) != 0:
+        run(_extras_only())
+        return
+    from dagster_pipes import open_dagster_pipes
+
+    with open_dagster_pipes() as pipes:
+        run(pipes.extras, pipes)
 
 
 if __name__ == "__main__":

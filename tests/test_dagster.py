@@ -8,10 +8,14 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pytest
 import yaml
 
-from rift_dagster.definitions import defs, resources
+from rift_dagster.definitions import defs as load_defs
+from rift_dagster.defs.resources import rift_resources as resources
 from rift_dagster.defs.training import METHODS
+
+defs = load_defs()
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -64,9 +68,9 @@ def test_launcher_wraps_training_for_several_gpus():
     from rift_dagster.defs.resources import RunProfile
 
     rift = RunProfile(launcher=["accelerate", "launch", "--num_processes", "8"])
-    assert rift.command("train", "--method", "rift", distributed=True)[:6] == [
-        "accelerate", "launch", "--num_processes", "8", "-m", "rift_core"]
-    assert rift.command("generate")[:3] == [sys.executable, "-m", "rift_core"]
+    assert rift.command(distributed=True) == [
+        "accelerate", "launch", "--num_processes", "8", "-m", "rift_dagster.worker"]
+    assert rift.command() == [sys.executable, "-m", "rift_dagster.worker"]
 
 
 def write_profile(path: Path, n_seeds: int) -> str:
@@ -134,3 +138,37 @@ def test_paper_seed_problems_skip_and_report_the_bad_math_rows(tmp_path, shared_
     metadata = result.asset_materializations_for_node("seed_problems")[0].metadata
     assert metadata["dagster/row_count"].value == 3000
     assert metadata["skipped_rows"].value == 2
+
+
+def test_a_benchmark_named_by_a_file_path_is_kept_and_queryable(tmp_path):
+    """A benchmark given as a path (or hub id) is stored under a flat file name, so the SQL view and the
+    scoring step find it (it used to land in a nested folder and be skipped silently)."""
+    bench = tmp_path / "my sets" / "extra.jsonl"
+    bench.parent.mkdir()
+    bench.write_text('{"question": "What is 2+3?", "answer": "5"}\n{"question": "What is 4+4?", "answer": "8"}\n')
+    profile = tmp_path / "pathbench.yaml"
+    profile.write_text(yaml.safe_dump({"extends": "smoke", "benchmarks": ["toy:id", str(bench)]}))
+    data = tmp_path / "data"
+    assert dg.materialize(list(defs.assets), selection=["benchmarks"], resources=resources(str(profile), str(data))).success
+    files = sorted(p.name for p in (data / "pathbench" / "benchmarks").iterdir())
+    assert len(files) == 2 and all(f.endswith(".parquet") for f in files)
+    con = duckdb.connect(str(data / "pathbench" / "rift.duckdb"), read_only=True)
+    counts = dict(con.execute("SELECT benchmark, count(*) FROM benchmark_problems GROUP BY benchmark").fetchall())
+    con.close()
+    assert counts == {"toy:id": 4, str(bench): 2}
+
+
+def test_one_label_deadline_everywhere():
+    from rift_core import evaluate, rewards
+
+    from rift_dagster.defs.resources import RunProfile
+
+    assert RunProfile().label_timeout_s == rewards.DEFAULT_TIMEOUT_S
+    for main in (rewards.main, evaluate.main):
+        with pytest.raises(SystemExit):
+            main(["--help"])
+    import inspect
+
+    for fn in (rewards.label_rollouts, rewards.check_references, evaluate.evaluate):
+        default = inspect.signature(fn).parameters["timeout_s"].default
+        assert default in (rewards.DEFAULT_TIMEOUT_S, None), fn

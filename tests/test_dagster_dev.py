@@ -2,12 +2,14 @@
 its output lands in the SQL catalog. Also the harness that test_ui.py drives the web UI with."""
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import time
 import urllib.request
+from dataclasses import asdict
 from pathlib import Path
 
 import duckdb
@@ -34,7 +36,8 @@ def seed_base_policy(tmp_path_factory, data_dir: Path, profile: str = PROFILE) -
     p = load_profile(profile)
     if p.base_model != "toy":
         return
-    policy = ensure_base_policy(tmp_path_factory.getbasetemp() / "toy_policies", progress=False, **p.toy)
+    policy = ensure_base_policy(tmp_path_factory.getbasetemp() / "toy_policies", progress=False,
+                                **asdict(p.toy_config()))
     shutil.copytree(policy, data_dir / p.name / "base_model" / policy.name, dirs_exist_ok=True)
 
 
@@ -134,18 +137,41 @@ def test_run_launched_through_graphql_fills_the_sql_tables(dagster_dev):
         con.close()
 
 
+def run_events(dev: "DagsterDev", run_id: str) -> list[dict]:
+    return dev.query("""query($id: ID!) { runOrError(runId: $id) { ... on Run { eventConnection { events {
+        __typename ... on MessageEvent { message timestamp } ... on MaterializationEvent { partition
+        metadataEntries { label } } } } } } }""", {"id": run_id})["runOrError"]["eventConnection"]["events"]
+
+
 @pytest.mark.slow
-def test_training_runs_out_of_process_through_pipes(dagster_dev):
-    """checkpoints[rift] launched as a user would (a partitioned run from the UI/API): trained by a
-    `python -m rift_core train` subprocess, its summary and loss curve back in the asset's metadata."""
+def test_training_runs_out_of_process_and_speaks_pipes(dagster_dev):
+    """checkpoints[rift] launched as a user would (a partitioned run from the UI/API): trained by a Pipes
+    child that streams its progress into the run's log and reports its own metadata and checks."""
     run_id = dagster_dev.launch("__ASSET_JOB", ["checkpoints"], tags={"dagster/partition": "rift"})
     assert dagster_dev.wait(run_id) == "SUCCESS", (dagster_dev.home.parent / "dagster_dev.log").read_text()[-3000:]
-    events = dagster_dev.query("""query($id: ID!) { runOrError(runId: $id) { ... on Run { eventConnection { events {
-        __typename ... on MessageEvent { message } ... on MaterializationEvent { partition metadataEntries { label } } } } } } }""",
-                               {"id": run_id})["runOrError"]["eventConnection"]["events"]
-    assert any("-m rift_core train --method rift" in (e.get("message") or "") for e in events)
-    (mat,) = [e for e in events if e["__typename"] == "MaterializationEvent"]
-    labels = {m["label"] for m in mat["metadataEntries"]}
-    assert mat["partition"] == "rift"
+    events = run_events(dagster_dev, run_id)
+    messages = [e.get("message") or "" for e in events]
+    assert any("-m rift_dagster.worker" in m for m in messages)
+    progress = [i for i, m in enumerate(messages) if re.match(r"train: \d+/\d+ \(\d+%\)\s+loss", m)]
+    (mat_index,) = [i for i, e in enumerate(events) if e["__typename"] == "MaterializationEvent"]
+    assert progress and progress[0] < mat_index  # logged while training, before the result came back
+    labels = {m["label"] for m in events[mat_index]["metadataEntries"]}
+    assert events[mat_index]["partition"] == "rift"
     assert {"checkpoint_hash", "buffer_hash", "base_model_hash", "loss_curve", "run/final_loss"} <= labels
     assert (dagster_dev.data / PROFILE_NAME / "checkpoints" / "rift" / "rift_run.json").exists()
+    checks = dagster_dev.query("""query($id: ID!) { runOrError(runId: $id) { ... on Run { eventConnection { events {
+        __typename ... on AssetCheckEvaluationEvent { evaluation { checkName success } } } } } } }""",
+                               {"id": run_id})["runOrError"]["eventConnection"]["events"]
+    passed = {e["evaluation"]["checkName"]: e["evaluation"]["success"] for e in checks if e.get("evaluation")}
+    assert passed == {"loss_finite": True, "checkpoint_loadable": True}
+
+
+@pytest.mark.slow
+def test_no_step_runs_without_pipes_messages(dagster_dev):
+    """Every Pipes step of the runs so far (rollouts, training) spoke Pipes: Dagster's warning for a silent
+    child never appears."""
+    runs = dagster_dev.query("{ runsOrError { ... on Runs { results { runId status } } } }")["runsOrError"]["results"]
+    assert len(runs) >= 2 and all(r["status"] == "SUCCESS" for r in runs)
+    for run in runs:
+        assert not any("did not receive any messages" in (e.get("message") or "")
+                       for e in run_events(dagster_dev, run["runId"]))

@@ -42,8 +42,8 @@ def test_every_step_and_check_succeeded(smoke):
     failed = [(e.asset_key.to_user_string(), e.check_name) for e in evaluations
               if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR]
     assert not failed
-    # labels (2) + stats (1) + 6 checkpoints x 2 + 7 score partitions + 2 rounds x (labels + loss)
-    assert len(evaluations) == 2 + 1 + 12 + 7 + 2 * 2
+    # labels (2) + stats (1) + 2 per checkpoint + 1 per score partition + 2 rounds x (labels, loss, loadable)
+    assert len(evaluations) == 2 + 1 + 2 * len(METHODS) + (1 + len(METHODS)) + 2 * 3
 
 
 def test_buffer_tables(smoke):

@@ -6,7 +6,8 @@ import sys
 import polars as pl
 import pytest
 
-from rift_core.data import SCHEMA, SkippedRowsWarning, last_boxed, load_problems
+from rift_core import data
+from rift_core.data import SCHEMA, ProblemFormat, SkippedRowsWarning, last_boxed, load_problems
 
 # Rows in ../shared/data (DESIGN.md section 5); seeds/math has two rows with an empty answer.
 REAL = {
@@ -136,7 +137,9 @@ def test_a_saved_problems_frame_reads_back_unchanged(shared_data, tmp_path):
         load_problems(str(tmp_path / "dup.jsonl"))
 
 
-def test_unknown_sources_say_what_is_expected(tmp_path):
+def test_unknown_sources_say_what_is_expected(tmp_path, monkeypatch):
+    monkeypatch.setenv(data.DATA_CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(data, "hub_unreachable", lambda: "offline (test)")
     with pytest.raises(FileNotFoundError, match="missing.jsonl not found"):
         load_problems(str(tmp_path / "missing.jsonl"))
     with pytest.raises(ValueError, match="unknown problem source 'nope'"):
@@ -163,3 +166,150 @@ def test_toy_source_dispatches_to_the_toy_task():
     df = load_problems("toy:seed", limit=5, seed=3)
     assert df.height == 5 and {"problem_id", "question", "answer"} <= set(df.columns)
     assert df.equals(toy.problems("seed", n=5, seed=3))
+
+
+# --- bring your own data: dotted paths, templates, CSV, ProblemFormat ---------------------------------------
+
+NESTED = [
+    {"Body": "A train leaves at 3.", "Query": "When does it arrive?", "meta": {"id": "q7", "gold": {"value": 27.0}},
+     "final_answer": ["$5$", "6"], "work": {"steps": ["first", "so \\boxed{27}"]}},
+    {"Body": "Two.", "Query": "Sum?", "meta": {"id": "q8", "gold": {"value": "1/2"}},
+     "final_answer": ["7"], "work": {"steps": ["\\boxed{1/2}"]}},
+]
+
+
+def test_dotted_paths_and_templates_read_nested_rows(tmp_path):
+    path = write_jsonl(tmp_path / "nested.jsonl", NESTED)
+    fmt = ProblemFormat(question_field="{Body}\n{Query}", answer_field="meta.gold.value",
+                        solution_field="work.steps.-1", id_field="meta.id")
+    df = load_problems(str(path), fmt=fmt)
+    assert df.rows() == [("nested-q7", "A train leaves at 3.\nWhen does it arrive?", "27", "so \\boxed{27}", str(path)),
+                         ("nested-q8", "Two.\nSum?", "1/2", "\\boxed{1/2}", str(path))]
+    # list indices, the boxed answer of a nested field, keyword arguments over fmt's fields
+    df = load_problems(str(path), question_field="Query", answer_field="final_answer.0")
+    assert df["answer"].to_list() == ["$5$", "7"]
+    df = load_problems(str(path), fmt=ProblemFormat(question_field="Query", answer_field="meta.id"),
+                       answer_field=None, answer_from_boxed=None, solution_field="Body")
+    assert df["answer"].to_list() == ["q7", "q8"] and df["solution"].to_list() == ["A train leaves at 3.", "Two."]
+    boxed = load_problems(str(path), fmt=ProblemFormat(question_field="Query", answer_from_boxed="work.steps.-1"))
+    assert boxed["answer"].to_list() == ["27", "1/2"]
+    with pytest.raises(ValueError, match="give answer_field or answer_from_boxed, not both"):
+        load_problems(str(path), fmt=ProblemFormat(answer_field="meta.id"), answer_from_boxed="work.steps.0")
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"answer_field": "meta.gold.valu"}, r"line 1: field 'meta.gold.valu': missing \('meta.gold' has 'value'\)"),
+    ({"answer_field": "final_answer.1"}, r"line 2: field 'final_answer.1': missing \('final_answer' is a list of 1 item"),
+    ({"answer_field": "answer"}, r"line 1: field 'answer': missing \(row has 'Body', 'Query', 'meta', 'final_answer', 'work'\)"),
+    ({"answer_field": "Body.x"}, r"line 1: field 'Body.x': missing \('Body' is str, not an object\)"),
+    ({"question_field": "{Body} {query}"}, r"line 1: field 'query': missing \(row has 'Body', 'Query'"),
+    ({"question_field": "{Body.__class__}"}, r"line 1: field 'Body.__class__': missing \('Body' is str"),  # never evaluated
+    ({"answer_field": "meta"}, r"line 1: field 'meta': expected text, got dict"),
+])
+def test_unknown_fields_name_file_line_field_and_the_fields_there_are(tmp_path, fields, message):
+    path = write_jsonl(tmp_path / "nested.jsonl", NESTED)
+    fmt = ProblemFormat(**{"question_field": "Query", "answer_field": "meta.id", **fields})
+    with pytest.raises(ValueError, match=f"{path}: {message}"):
+        load_problems(str(path), fmt=fmt)
+
+
+@pytest.mark.parametrize("template", ["{Body:>9}", "{Body!r}", "{}", "{Body", "Body}", "{0[__class__]}x{"])
+def test_malformed_templates_fail_before_reading(template):
+    with pytest.raises(ValueError, match="question_field: bad template"):
+        ProblemFormat(question_field=template)
+
+
+def test_templates_keep_escaped_braces_and_numbers(tmp_path):
+    path = write_jsonl(tmp_path / "t.jsonl", [{"a": 3, "b": 2.0, "ans": 1.5}])
+    df = load_problems(str(path), question_field="{{x}} = {a} + {b}", answer_field="ans")
+    assert df.select("question", "answer").row(0) == ("{x} = 3 + 2", "1.5")
+
+
+def test_problem_format_fields_are_documented_options():
+    import dataclasses
+
+    fields = {f.name: f for f in dataclasses.fields(ProblemFormat)}
+    assert list(fields) == ["question_field", "answer_field", "solution_field", "answer_from_boxed", "id_field"]
+    for f in fields.values():
+        assert f.default is None and f.type == (str | None) and f.metadata["help"]
+    assert ProblemFormat().extraction() == dict.fromkeys(list(fields)[:4])
+    with pytest.raises(ValueError, match="question_field: expected a field name"):
+        ProblemFormat(question_field=" ")
+
+
+def test_csv_files_read_every_cell_as_text_with_line_numbers(tmp_path):
+    path = tmp_path / "mine.csv"
+    path.write_text('id,question,answer\nA,"Add 1 and 1,\nplease.",2\nB,Zero-padded?,025\nC,No answer?,\nD,"Q4",4\n',
+                    encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"{path}: line 5: field 'answer': empty"):  # the record on line 5
+        load_problems(str(path))
+    with pytest.warns(SkippedRowsWarning):
+        df = load_problems(str(path), id_field="id", skip_bad=True)
+    assert df.select("problem_id", "question", "answer").rows() == [
+        ("mine-A", "Add 1 and 1,\nplease.", "2"), ("mine-B", "Zero-padded?", "025"), ("mine-D", "Q4", "4")]
+    with pytest.raises(ValueError, match=r"mine.csv: line 2: field 'prompt': missing \(row has 'id', 'question', 'answer'\)"):
+        load_problems(str(path), question_field="prompt")
+
+
+def test_parquet_and_json_nested_fields(tmp_path):
+    rows = [{"q": {"text": "Find x.", "lang": "en"}, "gold": [3, 4]}, {"q": {"text": "Find y.", "lang": "en"}, "gold": [5]}]
+    pl.DataFrame(rows).write_parquet(tmp_path / "n.parquet")
+    (tmp_path / "n.json").write_text(json.dumps({"data": rows}))
+    for name in ("n.parquet", "n.json"):
+        df = load_problems(str(tmp_path / name), question_field="q.text", answer_field="gold.0")
+        assert df.select("question", "answer").rows() == [("Find x.", "3"), ("Find y.", "5")]
+
+
+def test_every_bad_row_skipped_says_why(tmp_path):
+    path = write_jsonl(tmp_path / "p.jsonl", [{"question": "Q"}])
+    with pytest.warns(SkippedRowsWarning), pytest.raises(ValueError, match=r"no usable problems \(every row was bad; "
+                                                                          r"the first: .*field 'answer': missing"):
+        load_problems(str(path), skip_bad=True)
+
+
+# --- known names: data_root, then the download folder, then the hub -----------------------------------------
+
+def amc_row(question, answer):
+    return {"id": 0, "question": question, "answer": answer, "url": "u"}
+
+
+def test_known_names_look_in_data_root_then_the_download_folder_then_the_hub(tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    root, cache = tmp_path / "root", tmp_path / "cache"
+    monkeypatch.setenv(data.DATA_CACHE_ENV, str(cache))
+    calls = []
+
+    def load_dataset(path, name=None, split=None, data_files=None, **kwargs):
+        calls.append((path, split))
+        if path != "math-ai/amc23":
+            raise datasets.exceptions.DatasetNotFoundError(f"{path} not found")
+        return datasets.Dataset.from_list([amc_row("from the hub", 3.0)])
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    monkeypatch.setattr(data, "hub_unreachable", lambda: None)
+    for folder, answer in ((root, "1"), (cache, "2")):
+        write_jsonl((folder / "benchmarks/amc23").mkdir(parents=True) or folder / "benchmarks/amc23/test.jsonl",
+                    [amc_row(f"in {folder.name}", answer)])
+    assert load_problems("amc23", data_root=str(root))["answer"].to_list() == ["1"]
+    (root / "benchmarks/amc23/test.jsonl").unlink()
+    assert load_problems("amc23", data_root=str(root))["answer"].to_list() == ["2"]
+    assert calls == []
+    (cache / "benchmarks/amc23/test.jsonl").unlink()
+    df = load_problems("amc23", data_root=str(root))  # the hub copy, converted on the fly
+    assert df.select("problem_id", "question", "answer").row(0) == ("amc23-test-0", "from the hub", "3")
+    assert calls[0] == ("math-ai/amc23", "test")
+
+    monkeypatch.setattr(data, "hub_unreachable", lambda: "offline (test)")
+    with pytest.raises(data.DataNotFoundError) as e:
+        load_problems("amc23", data_root=str(root))
+    assert isinstance(e.value, FileNotFoundError) and isinstance(e.value, ConnectionError)
+    message = str(e.value)
+    assert str(root / "benchmarks/amc23/test.jsonl") in message and str(cache / "benchmarks/amc23/test.jsonl") in message
+    assert "offline (test)" in message and "set data_root" in message and "python -m rift_core data download" in message
+
+
+def test_data_cache_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv(data.DATA_CACHE_ENV, str(tmp_path))
+    assert data.data_cache() == tmp_path
+    monkeypatch.delenv(data.DATA_CACHE_ENV)
+    assert str(data.data_cache()).endswith(os.path.join(".cache", "rift", "data"))

@@ -253,3 +253,22 @@ def test_vllm_sampling_params():
     cfg = GenerationConfig(backend="vllm", k=8, temperature=0.7, top_p=0.8, max_new_tokens=4096)
     a, b = vllm_sampling_params(cfg, [11, 12])
     assert (a.n, a.temperature, a.top_p, a.max_tokens, a.seed, b.seed) == (8, 0.7, 0.8, 4096, 11, 12)
+
+
+def test_on_progress_reports_samples_and_rates_and_counts_reused_chunks(tiny_model, tmp_path):
+    cfg = GenerationConfig(k=2, max_new_tokens=8, chunk_problems=2, batch_size=2)
+    calls = []
+    out = generate_rollouts(problems(5), str(tiny_model), cfg, out_dir=tmp_path / "run", progress=False,
+                            on_progress=lambda **kw: calls.append(kw))  # keywords only
+    assert {c["stage"] for c in calls} == {"generate"} and {c["total"] for c in calls} == {10}
+    done = [c["done"] for c in calls]
+    assert done[0] == 0 and done[-1] == 10 and done == sorted(done) and len(done) == 6  # up front + one per batch
+    assert calls[-1]["tokens_per_s"] > 0 and calls[-1]["samples_per_s"] > 0
+    assert (calls[-1]["chunks_done"], calls[-1]["chunks_total"]) == (2, 3)  # the last chunk is written after it
+    assert out["num_tokens"].sum() > 0
+    (tmp_path / "run" / "chunk-00001.parquet").unlink()
+    calls.clear()
+    generate_rollouts(problems(5), str(tiny_model), cfg, out_dir=tmp_path / "run", progress=False,
+                      on_progress=lambda **kw: calls.append(kw))
+    assert [c["done"] for c in calls] == [6, 8, 10]  # the reused chunks count as done from the start
+    assert calls[0]["chunks_done"] == 2

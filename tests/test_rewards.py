@@ -142,3 +142,36 @@ def test_label_cli_names_the_missing_column(tmp_path):
     src = write_parquet_atomic(pl.DataFrame({"problem_id": ["p"], "answer": ["1"]}), tmp_path / "r.parquet")
     with pytest.raises(SystemExit, match="r.parquet: missing column.*response"):
         main(["--rollouts", str(src), "--out", str(tmp_path / "l.parquet")])
+
+
+def test_on_progress_of_labelling_and_reference_checks():
+    from rift_core.rewards import _jobs, grade_jobs
+
+    calls = []
+    df = rollouts([(f"p{i}", j, str(i), f"\\boxed{{{i + j % 2}}}") for i in range(70) for j in range(2)])
+    out = label_rollouts(df, workers=2, timeout_s=10, on_progress=lambda **kw: calls.append(kw))
+    assert out["correct"].sum() == 70
+    assert {c["stage"] for c in calls} == {"label"} and {c["total"] for c in calls} == {140}
+    done = [c["done"] for c in calls]
+    assert len(done) >= 3 and done == sorted(done) and done[-1] == 140  # 64-row jobs: a call per job
+    assert calls[-1]["timeouts"] == 0 and calls[-1]["rows_per_s"] > 0
+
+    calls.clear()
+    assert check_references(["16", None, "1/2"], on_progress=lambda **kw: calls.append(kw)) == [True, False, True]
+    assert calls[-1]["stage"] == "references" and calls[-1]["done"] == calls[-1]["total"] == 3
+
+    calls.clear()
+    res = grade_jobs(_jobs(["1", "2"], ["\\boxed{1}", "\\boxed{3}"]), 2, workers=1, desc="label",
+                     on_progress=lambda **kw: calls.append(kw))
+    assert [r[0] for r in res] == [True, False] and calls[-1]["done"] == calls[-1]["total"] == 2
+
+
+def test_one_default_deadline_everywhere():
+    import inspect
+
+    from rift_core import rewards
+
+    assert rewards.DEFAULT_TIMEOUT_S == 10.0
+    for fn in (rewards.grade_jobs, rewards.check_references, rewards.label_rollouts):
+        assert inspect.signature(fn).parameters["timeout_s"].default == rewards.DEFAULT_TIMEOUT_S, fn.__name__
+    assert rewards.build_parser().parse_args(["--rollouts", "r", "--out", "o"]).timeout_s == rewards.DEFAULT_TIMEOUT_S

@@ -9,7 +9,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
-from rift_core.trainer import TrainConfig, train, training_rows
+from rift_core import methods
+from rift_core.trainer import TrainConfig, _parser, train
 
 REPO = Path(__file__).resolve().parent.parent
 torch.set_num_threads(1)  # tiny models; the machine is shared
@@ -37,6 +38,10 @@ def config(tiny_model, out, method="rift", **kw) -> TrainConfig:
     return TrainConfig(method=method, model=str(tiny_model), output_dir=str(out), **{**base, **kw})
 
 
+def training_rows(method, frame, source="training frame"):
+    return methods.get(method).rows(frame, source)
+
+
 def weights(path) -> dict:
     return AutoModelForCausalLM.from_pretrained(path).state_dict()
 
@@ -45,7 +50,7 @@ def same(a: dict, b: dict, atol=0.0) -> bool:
     return a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=atol, rtol=0) for k in a)
 
 
-@pytest.mark.parametrize("method", ["sft", "dft", "rft", "dpo", "rift", "naive"])
+@pytest.mark.parametrize("method", methods.METHODS)
 def test_every_method_trains_and_writes_a_loadable_checkpoint(tiny_model, tmp_path, method):
     summary = train(config(tiny_model, tmp_path / "ckpt", method), buffer())
     out = tmp_path / "ckpt"
@@ -161,7 +166,7 @@ def test_cli_under_accelerate_with_two_processes_trains_the_same_weights_on_both
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
         "-m", "rift_core", "train", "--method", "rift", "--model", str(tiny_model), "--data", str(data),
         "--output", str(out), "--global-batch-size", "8", "--per-device-batch-size", "2", "--num-epochs", "1",
-        "--learning-rate", "1e-3", "--max-length", "192", "--warmup-ratio", "0",
+        "--learning_rate", "1e-3", "--max_length", "192", "--warmup-ratio", "0", "--no-bf16",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
@@ -183,3 +188,66 @@ def test_gradient_accumulation_trains_like_one_big_batch(tiny_model, tmp_path, g
     assert ga["gradient_accumulation_steps"] == 2 and big["gradient_accumulation_steps"] == 1
     assert ga["loss_history"] == pytest.approx(big["loss_history"], rel=1e-5)  # Adam would hide a scale error
     assert same(weights(tmp_path / "ga"), weights(tmp_path / "big"), atol=1e-5)
+
+
+def test_on_progress_reports_each_log_with_the_step_and_loss(tiny_model, tmp_path):
+    calls = []
+    summary = train(config(tiny_model, tmp_path / "out", max_steps=3), buffer(), on_progress=lambda **kw: calls.append(kw))
+    steps = [c for c in calls if c["loss"] is not None and "train_loss" not in c]
+    assert [c["done"] for c in calls[:3]] == [1, 2, 3] and all(c["total"] == 3 for c in calls)
+    assert set(calls[0]) == {"stage", "done", "total", "loss", "learning_rate", "samples_per_s", "epoch"}
+    assert all(c["stage"] == "train" and c["samples_per_s"] > 0 for c in calls)
+    assert [c["loss"] for c in calls[:3]] == pytest.approx(summary["loss_history"])
+    assert isinstance(summary["final_loss"], float) and steps
+
+
+def test_the_registry_knows_every_method_and_names_them_when_asked_for_another():
+    assert methods.METHODS == ("sft", "dft", "rft", "dpo", "rift", "naive", "kto")
+    assert methods.get("rift").learning_rate == 2e-6 and methods.get("sft").learning_rate == 1e-5
+    with pytest.raises(ValueError, match="unknown method 'ppo'; expected one of sft, dft, rft, dpo, rift, naive, kto"):
+        methods.get("ppo")
+
+
+def test_buffer_rows_build_each_methods_frame_from_problems_and_labels():
+    problems = pl.DataFrame({"problem_id": ["a", "b"], "question": ["qa", "qb"], "solution": ["sa", None]})
+    labels = pl.DataFrame({"problem_id": ["a", "a", "b"], "sample_idx": [0, 1, 0], "question": ["qa", "qa", "qb"],
+                           "response": ["x", "y", "z"], "correct": [True, False, False], "reward": [1.0, -0.2, -0.2]})
+    assert methods.get("sft").buffer_rows(problems, labels).to_dicts() == [
+        {"problem_id": "a", "question": "qa", "solution": "sa"}]
+    dpo = methods.get("dpo").buffer_rows(problems, labels)
+    assert dpo.columns == ["problem_id", "sample_idx", "question", "response", "correct", "solution"]
+    assert dpo["solution"].to_list() == ["sa", "sa", None]
+    assert methods.get("rift").buffer_rows(problems, labels).columns == [
+        "problem_id", "sample_idx", "question", "response", "reward"]
+    kto = methods.get("kto")
+    assert kto.record(labels.row(1, named=True), "plain") == {
+        "prompt": [{"role": "user", "content": "qa"}],
+        "completion": [{"role": "assistant", "content": "y"}], "label": False}
+
+
+def test_methods_imports_no_training_stack_and_no_module_imports_profiles():
+    code = ("import sys, rift_core, rift_core.methods; assert not {'torch', 'trl', 'transformers'} & set(sys.modules)\n"
+            "import rift_core.trainer, rift_core.rift_trainer; assert 'rift_core.profiles' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
+
+
+def test_cli_flags_take_both_spellings_none_json_and_a_yaml_config(tmp_path):
+    import dataclasses
+
+    yaml_file = tmp_path / "run.yaml"
+    yaml_file.write_text("method: kto\nmodel: m\noutput_dir: o\ndata: d.parquet\nlearning_rate: 1e-5\nbf16: true\n"
+                         "template_kwargs: {enable_thinking: false}\n")
+    cfg, args = _parser().parse_args_and_config(["--config", str(yaml_file), "--max-steps", "7", "--no-bf16"])
+    assert (cfg.method, cfg.model, cfg.output_dir, args.data) == ("kto", "m", "o", "d.parquet")
+    assert cfg.learning_rate == 1e-5 and cfg.max_steps == 7 and cfg.bf16 is False
+    assert cfg.template_kwargs == {"enable_thinking": False}
+    cfg, _ = _parser().parse_args_and_config([
+        "--method", "rift", "--model", "m", "--output", "o", "--data", "d", "--max_steps", "3", "--learning-rate",
+        "none", "--max-length", "none", "--template-kwargs", '{"a": 1}', "--no-resume", "--bf16", "--report_to",
+        "tensorboard"])
+    assert (cfg.max_steps, cfg.learning_rate, cfg.max_length, cfg.template_kwargs) == (3, None, None, {"a": 1})
+    assert cfg.resume is False and cfg.bf16 is True and cfg.report_to == "tensorboard"
+    types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}  # the profile loader reads these
+    assert types["learning_rate"] == float | None and types["template_kwargs"] is dict
+    with pytest.raises(SystemExit):
+        _parser().parse_args_and_config(["--method", "ppo", "--model", "m", "--output", "o", "--data", "d"])

@@ -1,13 +1,27 @@
 """Asset checks. Each asset yields its own checks right after it materialises (check_specs), so the
-checks sit beside the asset in the UI and run for every partition."""
+checks sit beside the asset in the UI and run for every partition.
+
+Each check returns a plain dict (check_name, passed, severity, metadata) and imports no dagster, because the
+Pipes child (rift_dagster.worker) reports the checks of the steps it runs itself; `as_result` turns one into
+a `dg.AssetCheckResult` where the asset's own process reports it.
+"""
 import math
 
-import dagster as dg
+
+def check(check_name: str, passed: bool, metadata: dict, severity: str = "ERROR") -> dict:
+    return {"check_name": check_name, "passed": bool(passed), "severity": severity, "metadata": metadata}
+
+
+def as_result(result: dict):
+    import dagster as dg
+
+    return dg.AssetCheckResult(check_name=result["check_name"], passed=result["passed"],
+                               severity=dg.AssetCheckSeverity(result["severity"]), metadata=result["metadata"])
 
 MAX_EXTRACTION_FAILURE_RATE = 0.2
 
 
-def labels_complete(rollouts, labels) -> dg.AssetCheckResult:
+def labels_complete(rollouts, labels) -> dict:
     """One label per rollout, every reward a finite number, and pos + neg + zero = total."""
     key = ["problem_id", "sample_idx"]
     missing = rollouts.select(key).join(labels.select(key), on=key, how="anti").height
@@ -16,20 +30,16 @@ def labels_complete(rollouts, labels) -> dg.AssetCheckResult:
     n_bad = int(rewards.is_null().sum() + rewards.is_nan().fill_null(False).sum() + rewards.is_infinite().fill_null(False).sum())
     pos, neg, zero = int((rewards > 0).sum()), int((rewards < 0).sum()), int((rewards == 0).sum())
     ok = missing == 0 and extra == 0 and n_bad == 0 and pos + neg + zero == len(labels)
-    return dg.AssetCheckResult(
-        check_name="labels_complete", passed=ok,
-        metadata={"unlabelled_rollouts": missing, "labels_without_rollout": extra, "bad_rewards": n_bad,
-                  "pos": pos, "neg": neg, "zero": zero, "total": len(labels)},
-    )
+    return check("labels_complete", ok, {"unlabelled_rollouts": missing, "labels_without_rollout": extra,
+                                         "bad_rewards": n_bad, "pos": pos, "neg": neg, "zero": zero,
+                                         "total": len(labels)})
 
 
-def extraction_failure_rate(labels, threshold: float = MAX_EXTRACTION_FAILURE_RATE) -> dg.AssetCheckResult:
+def extraction_failure_rate(labels, threshold: float = MAX_EXTRACTION_FAILURE_RATE) -> dict:
     """Share of responses with no gradable answer (status other than `ok`); a warning above threshold."""
     rate = float((labels["status"] != "ok").mean() or 0.0) if len(labels) else 0.0
-    return dg.AssetCheckResult(
-        check_name="extraction_failure_rate", passed=rate <= threshold, severity=dg.AssetCheckSeverity.WARN,
-        metadata={"rate": round(rate, 4), "threshold": threshold},
-    )
+    return check("extraction_failure_rate", rate <= threshold, {"rate": round(rate, 4), "threshold": threshold},
+                 severity="WARN")
 
 
 def _same(a, b) -> bool:
@@ -48,7 +58,7 @@ def _same(a, b) -> bool:
     return True
 
 
-def stats_match_labels(labels, table1, table4, labels_path) -> dg.AssetCheckResult:
+def stats_match_labels(labels, table1, table4, labels_path) -> dict:
     """The polars statistics equal the README's SQL queries run on the stored labels."""
     import duckdb
     from rift_core.stats import TABLE1_SQL, TABLE4_SQL
@@ -60,19 +70,17 @@ def stats_match_labels(labels, table1, table4, labels_path) -> dg.AssetCheckResu
     finally:
         con.close()
     same1, same4 = _same(table1, sql1), _same(table4, sql4)
-    return dg.AssetCheckResult(
-        check_name="stats_match_labels", passed=same1 and same4,
-        metadata={"table1_matches_sql": same1, "table4_matches_sql": same4, "labels": len(labels)},
-    )
+    return check("stats_match_labels", same1 and same4,
+                 {"table1_matches_sql": same1, "table4_matches_sql": same4, "labels": len(labels)})
 
 
-def loss_finite(run: dict) -> dg.AssetCheckResult:
+def loss_finite(run: dict) -> dict:
     loss = run.get("final_loss")
     ok = isinstance(loss, (int, float)) and math.isfinite(loss)
-    return dg.AssetCheckResult(check_name="loss_finite", passed=ok, metadata={"final_loss": str(loss)})
+    return check("loss_finite", ok, {"final_loss": loss if ok else str(loss)})
 
 
-def checkpoint_loadable(path) -> dg.AssetCheckResult:
+def checkpoint_loadable(path) -> dict:
     """The checkpoint loads with from_pretrained (model and tokenizer), as any user would load it."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -80,18 +88,16 @@ def checkpoint_loadable(path) -> dg.AssetCheckResult:
         model = AutoModelForCausalLM.from_pretrained(path)
         AutoTokenizer.from_pretrained(path)
         n = sum(t.numel() for t in model.parameters())
-        return dg.AssetCheckResult(check_name="checkpoint_loadable", passed=True, metadata={"parameters": n})
+        return check("checkpoint_loadable", True, {"parameters": n})
     except Exception as e:  # the check reports the failure instead of failing the run
-        return dg.AssetCheckResult(check_name="checkpoint_loadable", passed=False, metadata={"error": repr(e)[:500]})
+        return check("checkpoint_loadable", False, {"error": repr(e)[:500]})
 
 
-def scores_valid(scores, benchmarks: list[str]) -> dg.AssetCheckResult:
+def scores_valid(scores, benchmarks: list[str]) -> dict:
     """Every benchmark scored; Mean@k and Pass@k in [0, 1] with Pass@k >= Mean@k."""
     present = set(scores["benchmark"].to_list())
     missing = sorted(set(benchmarks) - present)
     mean, pas = scores["mean_at_k"], scores["pass_at_k"]
     in_range = bool(((mean >= 0) & (mean <= 1) & (pas >= 0) & (pas <= 1) & (pas >= mean - 1e-9)).all())
-    return dg.AssetCheckResult(
-        check_name="scores_valid", passed=in_range and not missing,
-        metadata={"missing_benchmarks": ", ".join(missing) or "none", "in_range": in_range},
-    )
+    return check("scores_valid", in_range and not missing,
+                 {"missing_benchmarks": ", ".join(missing) or "none", "in_range": in_range})

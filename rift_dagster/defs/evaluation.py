@@ -1,12 +1,14 @@
-"""Benchmarks and scores: Mean@k / Pass@k of the base model and of every checkpoint (Tables 2/3/5)."""
+"""Benchmarks and scores: Mean@k / Pass@k of the base model and of every checkpoint (Tables 2/3/5),
+sampled and graded out of process (Pipes)."""
 import time
+from dataclasses import asdict
 
 import dagster as dg
 from rift_core.stats import to_markdown
 
-from rift_dagster.defs import checks
 from rift_dagster.defs.problems import base_model, base_model_info
-from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash, settings_key
+from rift_dagster.defs.resources import (RiftStorage, RunProfile, file_hash, run_step, settings_key,
+                                         table_metadata)
 from rift_dagster.defs.training import METHODS, checkpoints
 
 model_partitions = dg.StaticPartitionsDefinition(["base", *METHODS])
@@ -20,19 +22,19 @@ def benchmarks(context: dg.AssetExecutionContext, rift: RunProfile, storage: Rif
     from rift_core.data import load_problems
 
     p = rift.load()
-    limit = p.evaluation.get("limit")
-    for stale in set((storage.root(p.name) / "benchmarks").glob("*.parquet")) - {
-            storage.root(p.name) / "benchmarks" / f"{name}.parquet" for name in p.benchmarks}:
+    wanted = {storage.benchmark_path(p.name, name) for name in p.benchmarks}
+    for stale in set((storage.root(p.name) / "benchmarks").glob("*.parquet")) - wanted:
         stale.unlink()  # a benchmark the profile no longer lists is no longer scored
-    counts = []
+    counts, frames = [], []
     for name in p.benchmarks:
-        df = load_problems(name, data_root=p.data_root, limit=limit, seed=p.seed)
-        storage.write(df.with_columns(pl.lit(name).alias("benchmark")), p.name, f"benchmarks/{name}.parquet")
+        df = load_problems(name, data_root=p.data_root, limit=p.evaluation.limit, seed=p.seed)
+        frames.append(df.with_columns(pl.lit(name).alias("benchmark")))
+        storage.write(frames[-1], p.name, str(storage.benchmark_path(p.name, name).relative_to(storage.root(p.name))))
         counts.append({"benchmark": name, "problems": len(df)})
     storage.record_run(context, p.name, path=storage.root(p.name) / "benchmarks")
     storage.publish_views(p.name)
     return dg.MaterializeResult(metadata={
-        "dagster/row_count": sum(c["problems"] for c in counts),
+        **table_metadata(pl.concat(frames, how="diagonal_relaxed")),
         "benchmarks": dg.MetadataValue.md(to_markdown(pl.DataFrame(counts))),
     })
 
@@ -56,12 +58,13 @@ def results_markdown(storage: RiftStorage, profile) -> dict:
 
 
 @dg.asset(
-    group_name="evaluation", partitions_def=model_partitions, kinds={"pytorch", "parquet"},
+    group_name="evaluation", partitions_def=model_partitions, kinds={"pytorch", "parquet"}, pool="compute",
     deps=[base_model, benchmarks,
           dg.AssetDep(checkpoints, partition_mapping=dg.StaticPartitionMapping({m: m for m in METHODS}))],
     check_specs=[dg.AssetCheckSpec("scores_valid", asset="benchmark_scores")],
 )
-def benchmark_scores(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftStorage):
+def benchmark_scores(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftStorage,
+                     pipes_client: dg.ResourceParam[dg.PipesClient]):
     """Mean@k and Pass@k on every benchmark for the base model (`base`) or one method's checkpoint."""
     import polars as pl
 
@@ -76,30 +79,30 @@ def benchmark_scores(context: dg.AssetExecutionContext, rift: RunProfile, storag
         if not (root / "checkpoints" / key / "rift_run.json").exists():
             raise dg.Failure(f"checkpoints[{key}] is not materialised yet (no {model}/rift_run.json)")
         lineage = {"checkpoint_hash": file_hash(model), "buffer_hash": file_hash(root / "labels.parquet")}
-    bench = sorted((root / "benchmarks").glob("*.parquet"))
+    bench = {name: storage.benchmark_path(p.name, name) for name in p.benchmarks}
+    missing = [name for name, f in bench.items() if not f.exists()]
+    if missing:
+        raise dg.Failure(f"benchmarks {', '.join(missing)} are not materialised yet; materialise `benchmarks` first")
     start = time.time()
     # the benchmarks asset applied the limit; the same inputs resume an interrupted evaluation from its chunks
-    kwargs = {"seed": p.seed, **{k: v for k, v in p.evaluation.items() if k != "limit"},
-              "workers": rift.label_workers, "timeout_s": rift.label_timeout_s}
-    out_dir = root / "eval" / key / settings_key(file_hash(model), [file_hash(f) for f in bench], kwargs)
-    spec = {"model": model, "benchmarks": [str(f) for f in bench], "kwargs": {**kwargs, "out_dir": str(out_dir)},
-            "output": str(out_dir / "scores.parquet")}
-    rift.worker(context, "evaluate", spec, out_dir / "spec.json")
+    config = asdict(p.evaluation_config())
+    settings = {"config": config, "workers": rift.label_workers, "timeout_s": rift.label_timeout_s}
+    out_dir = root / "eval" / key / settings_key(file_hash(model), [file_hash(f) for f in bench.values()], settings)
+    metadata, results = run_step(context, rift, pipes_client, "evaluate", {
+        **settings, "model": model, "benchmarks": {n: str(f) for n, f in bench.items()}, "out_dir": str(out_dir),
+        "output": str(out_dir / "scores.parquet")})
     scores = pl.read_parquet(out_dir / "scores.parquet").with_columns(pl.lit(key).alias("model"))
     path = storage.write(scores, p.name, f"scores/{key}.parquet")
     lineage = {**lineage, "base_model_hash": base["hash"]}
     storage.record_run(context, p.name, path=path, method=key, **lineage)
     storage.publish_views(p.name)
     tables = results_markdown(storage, p)
-    summary = scores.select("benchmark", "k", "mean_at_k", "pass_at_k", "n_problems", "extraction_failure_rate")
     yield dg.MaterializeResult(metadata={
-        "scores": dg.MetadataValue.md(to_markdown(summary)),
-        "avg_mean_at_k": round(float(scores["mean_at_k"].mean()), 4),
-        "avg_pass_at_k": round(float(scores["pass_at_k"].mean()), 4),
+        **metadata,
+        **table_metadata(scores),
         "all_models_mean_at_k": dg.MetadataValue.md(tables["mean_at_k"]),
         "all_models_pass_at_k": dg.MetadataValue.md(tables["pass_at_k"]),
-        "model_path": dg.MetadataValue.path(model),
         "duration_s": round(time.time() - start, 2),
         **lineage,
     })
-    yield checks.scores_valid(scores, [f.stem for f in bench])
+    yield from results

@@ -8,7 +8,7 @@ import dagster as dg
 from rift_core.stats import to_markdown
 
 from rift_dagster.defs import checks
-from rift_dagster.defs.generation import rollout_metadata, sample
+from rift_dagster.defs.generation import sample
 from rift_dagster.defs.problems import seed_problems
 from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash
 from rift_dagster.defs.rewards import label, label_metadata, short_models
@@ -35,10 +35,11 @@ def source_model(storage: RiftStorage, profile, key: str) -> Path:
 
 
 @dg.asset(
-    group_name="iteration", partitions_def=round_partitions, kinds={"pytorch", "parquet"},
+    group_name="iteration", partitions_def=round_partitions, kinds={"pytorch", "parquet"}, pool="compute",
     deps=[seed_problems, dg.AssetDep(checkpoints, partition_mapping=dg.SpecificPartitionsPartitionMapping(["rift"]))],
 )
-def round_rollouts(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftStorage) -> dg.MaterializeResult:
+def round_rollouts(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftStorage,
+                   pipes_client: dg.ResourceParam[dg.PipesClient]) -> dg.MaterializeResult:
     """Rollouts of one round, sampled from the latest RIFT checkpoint with a round-specific seed."""
     key = context.partition_key
     if not key.isdigit() or int(key) < 1:
@@ -46,15 +47,13 @@ def round_rollouts(context: dg.AssetExecutionContext, rift: RunProfile, storage:
     p = rift.load()
     model = source_model(storage, p, key)
     out = round_dir(storage, p, key)
-    start = time.time()
     path = out / "rollouts.parquet"
     # a round-specific seed: fresh samples each round, reproducible per round
-    df = sample(context, rift, p, str(model), storage.root(p.name) / "problems.parquet", out / "chunks", path,
-                seed_offset=int(key))
+    metadata = sample(context, rift, pipes_client, p, str(model), storage.root(p.name) / "problems.parquet",
+                      out / "chunks", path, seed_offset=int(key))
     storage.record_run(context, p.name, path=path, source_model=model, checkpoint_hash=file_hash(model))
     storage.publish_views(p.name)
-    return dg.MaterializeResult(metadata={**rollout_metadata(df, path, time.time() - start),
-                                          "source_model": dg.MetadataValue.path(str(model))})
+    return dg.MaterializeResult(metadata={**metadata, "source_model": dg.MetadataValue.path(str(model))})
 
 
 @dg.asset(
@@ -70,7 +69,7 @@ def round_labels(context: dg.AssetExecutionContext, rift: RunProfile, storage: R
     p = rift.load()
     start = time.time()
     roll = pl.read_parquet(round_dir(storage, p, key) / "rollouts.parquet")
-    labels = label(rift, p, roll)
+    labels = label(context, rift, p, roll)
     path = storage.write(labels, p.name, f"rounds/round={key}/labels.parquet")
     storage.record_run(context, p.name, path=path, buffer_hash=file_hash(path))
     storage.publish_views(p.name)
@@ -79,28 +78,30 @@ def round_labels(context: dg.AssetExecutionContext, rift: RunProfile, storage: R
         "table1": dg.MetadataValue.md(to_markdown(short_models(buffer_table(labels)))),
         "table4": dg.MetadataValue.md(to_markdown(short_models(mixed_table(labels)))),
     })
-    yield checks.labels_complete(roll, labels)
+    yield checks.as_result(checks.labels_complete(roll, labels))
 
 
 @dg.asset(
-    group_name="iteration", partitions_def=round_partitions, deps=[round_labels], kinds={"pytorch"},
-    check_specs=[dg.AssetCheckSpec("loss_finite", asset="round_checkpoint")],
+    group_name="iteration", partitions_def=round_partitions, deps=[round_labels], kinds={"pytorch"}, pool="compute",
+    check_specs=[dg.AssetCheckSpec("loss_finite", asset="round_checkpoint"),
+                 dg.AssetCheckSpec("checkpoint_loadable", asset="round_checkpoint")],
 )
-def round_checkpoint(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftStorage):
+def round_checkpoint(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftStorage,
+                     pipes_client: dg.ResourceParam[dg.PipesClient]):
     """RIFT retrained on this round's buffer, starting from the checkpoint that sampled it."""
     key = context.partition_key
     p = rift.load()
     out = round_dir(storage, p, key)
     model = source_model(storage, p, key)
     start = time.time()
-    run = train(context, rift, p, "rift", str(model), out / "labels.parquet", out / "checkpoint")
+    metadata, results = train(context, rift, pipes_client, p, "rift", str(model), out / "labels.parquet",
+                              out / "checkpoint")
     digest = file_hash(out / "checkpoint")
     storage.record_run(context, p.name, path=out / "checkpoint", checkpoint_hash=digest,
                        buffer_hash=file_hash(out / "labels.parquet"), source_model=model, method="rift")
     storage.publish_views(p.name)
     yield dg.MaterializeResult(metadata={
-        "path": dg.MetadataValue.path(str(out / "checkpoint")), "checkpoint_hash": digest,
-        "source_model": dg.MetadataValue.path(str(model)), "final_loss": str(run.get("final_loss")),
+        **metadata, "checkpoint_hash": digest, "source_model": dg.MetadataValue.path(str(model)),
         "duration_s": round(time.time() - start, 2),
     })
-    yield checks.loss_finite(run)
+    yield from results

@@ -1,11 +1,12 @@
 """Seed problems (the prompts rollouts are sampled on) and the base model that samples them."""
 import time
 import warnings
+from dataclasses import asdict
 
 import dagster as dg
 from rift_core.stats import to_markdown
 
-from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash, read_json, write_json
+from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash, read_json, table_metadata, write_json
 
 
 @dg.asset(group_name="problems", kinds={"polars", "parquet"})
@@ -27,7 +28,7 @@ def seed_problems(context: dg.AssetExecutionContext, rift: RunProfile, storage: 
     storage.publish_views(p.name)
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": len(df),
+            **table_metadata(df),
             "source": p.seeds,
             "skipped_rows": len(skipped),
             "with_solution": int(df["solution"].is_not_null().sum()),
@@ -40,7 +41,7 @@ def seed_problems(context: dg.AssetExecutionContext, rift: RunProfile, storage: 
     )
 
 
-@dg.asset(group_name="problems", deps=[seed_problems], kinds={"pytorch"})
+@dg.asset(group_name="problems", deps=[seed_problems], kinds={"pytorch"}, pool="compute")
 def base_model(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftStorage) -> dg.MaterializeResult:
     """The policy rollouts are sampled from: a local path or hub id, or (profile `base_model: toy`) the
     project's own small arithmetic policy, trained once and reused until its settings change."""
@@ -49,7 +50,7 @@ def base_model(context: dg.AssetExecutionContext, rift: RunProfile, storage: Rif
     if p.base_model == "toy":
         from rift_core.toy import ensure_base_policy
 
-        path = str(ensure_base_policy(storage.root(p.name) / "base_model", **p.toy))
+        path = str(ensure_base_policy(storage.root(p.name) / "base_model", **asdict(p.toy_config())))
     else:
         path = p.base_model
     digest = file_hash(path)

@@ -9,12 +9,14 @@ read-write) SQL session keeps working and its views read the new Parquet files o
 import hashlib
 import json
 import os
+import re
 import shlex
 import sys
 import time
 from pathlib import Path
 
 import dagster as dg
+from rift_core.rewards import DEFAULT_TIMEOUT_S
 
 # view name -> (path glob under the profile folder, hive partitioning)
 VIEWS = {
@@ -32,44 +34,66 @@ VIEWS = {
 }
 
 
+# Defaults of the environment variables the resources read (dg.EnvVar); set them to change a deployment.
+ENV_DEFAULTS = {"RIFT_PROFILE": "tiny", "RIFT_DATA_DIR": "data"}
+for _name, _value in ENV_DEFAULTS.items():
+    os.environ.setdefault(_name, _value)
+
+
 class RunProfile(dg.ConfigurableResource):
     """The run profile (`configs/<name>.yaml` or a YAML path) and how out-of-process steps start.
 
-    `launcher` replaces `python` in front of `-m rift_core ...` for training: e.g.
-    ["accelerate", "launch", "--num_processes", "8"] trains on 8 GPUs with the same graph.
+    `launcher` replaces `python` in front of `-m rift_dagster.worker` for the steps that can use several
+    devices (training): e.g. ["accelerate", "launch", "--config_file", "configs/accelerate/ddp.yaml"].
     """
 
     profile: str = "tiny"
     launcher: list[str] = []
-    out_of_process: bool = True  # False: train/generate/evaluate inside the run's process (fast tests)
     label_workers: int = 2
-    label_timeout_s: float = 5.0
+    label_timeout_s: float = DEFAULT_TIMEOUT_S
 
     def load(self):
         from rift_core.profiles import load_profile
 
         return load_profile(self.profile)
 
-    def command(self, *args: str, distributed: bool = False, module: str = "rift_core") -> list[str]:
-        """`python -m rift_core ARGS`, behind the launcher for steps that can use several devices."""
+    def command(self, distributed: bool = False) -> list[str]:
+        """The Pipes child's command line: `python -m rift_dagster.worker`, behind the launcher if `distributed`."""
         prefix = list(self.launcher) if (distributed and self.launcher) else [sys.executable]
-        return [*prefix, "-m", module, *args]
+        return [*prefix, "-m", "rift_dagster.worker"]
 
-    def pipes(self, context, cmd: list[str]) -> None:
-        """Run `cmd` as a Pipes subprocess: its output goes to the run's logs, a non-zero exit fails the step."""
-        context.log.info("running: " + shlex.join(cmd))
-        dg.PipesSubprocessClient().run(command=cmd, context=context)
 
-    def worker(self, context, step: str, spec: dict, spec_path: Path) -> None:
-        """A `rift_dagster.worker` step (generate / evaluate), out of process unless out_of_process=False."""
-        spec_path.parent.mkdir(parents=True, exist_ok=True)
-        spec_path.write_text(json.dumps(spec))
-        if self.out_of_process:
-            self.pipes(context, self.command(step, str(spec_path), module="rift_dagster.worker"))
-        else:
-            from rift_dagster.worker import main
+class InProcessPipesClient(dg.PipesClient):
+    """Runs the Pipes child (rift_dagster.worker) inside the run's own process, through a real Pipes session:
+    the same extras, logs, metadata and checks as a subprocess, without the start-up cost (fast tests)."""
 
-            main([step, str(spec_path)])
+    def run(self, *, context, extras=None, command=None, **_):
+        from rift_dagster.worker import run_in_process
+
+        with dg.open_pipes_session(context=context, extras=extras, context_injector=dg.PipesTempFileContextInjector(),
+                                   message_reader=dg.PipesTempFileMessageReader()) as session:
+            run_in_process(session.get_bootstrap_env_vars())
+        return dg.PipesClientCompletedInvocation(session)
+
+
+def run_step(context, rift: RunProfile, pipes_client: dg.PipesClient, step: str, params: dict,
+             distributed: bool = False) -> tuple:
+    """Run a rift_dagster.worker step as a Pipes child; returns what the child reported: (its materialisation's
+    metadata, its asset check results)."""
+    command = rift.command(distributed)
+    context.log.info(f"{step} step: {shlex.join(command)}")
+    reported = pipes_client.run(command=command, context=context, extras={"step": step, **params}).get_results()
+    metadata = {k: v for r in reported if isinstance(r, dg.MaterializeResult) for k, v in (r.metadata or {}).items()}
+    return metadata, [r for r in reported if isinstance(r, dg.AssetCheckResult)]
+
+
+def table_metadata(df) -> dict:
+    """Row count and column schema of a polars frame, as the UI shows them for table assets."""
+    return {
+        "dagster/row_count": len(df),
+        "dagster/column_schema": dg.TableSchema(
+            columns=[dg.TableColumn(name, str(dtype)) for name, dtype in df.schema.items()]),
+    }
 
 
 class RiftStorage(dg.ConfigurableResource):
@@ -81,6 +105,13 @@ class RiftStorage(dg.ConfigurableResource):
         path = Path(self.data_dir).resolve() / profile
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def benchmark_path(self, profile: str, name: str) -> Path:
+        """Where the `benchmarks` asset keeps one evaluation set: a flat file name even for a path or hub id."""
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_.")
+        if slug != name:  # two sources may slug alike: the hash keeps them apart
+            slug = f"{slug}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+        return self.root(profile) / "benchmarks" / f"{slug}.parquet"
 
     def db_path(self, profile: str) -> Path:
         return self.root(profile) / "rift.duckdb"
@@ -161,3 +192,17 @@ def write_json(path: Path, obj: dict) -> None:
     tmp.write_text(json.dumps(obj, indent=1))
     os.replace(tmp, path)
 
+
+
+def rift_resources(profile: str | None = None, data_dir: str | None = None, out_of_process: bool = True) -> dict:
+    """The code location's resources; `profile` / `data_dir` default to $RIFT_PROFILE / $RIFT_DATA_DIR."""
+    return {
+        "rift": RunProfile(profile=profile or dg.EnvVar("RIFT_PROFILE")),
+        "storage": RiftStorage(data_dir=data_dir or dg.EnvVar("RIFT_DATA_DIR")),
+        "pipes_client": dg.PipesSubprocessClient() if out_of_process else InProcessPipesClient(),
+    }
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(resources=rift_resources())

@@ -6,14 +6,17 @@ from rift_core.stats import to_markdown
 
 from rift_dagster.defs import checks
 from rift_dagster.defs.generation import rollouts
-from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash
+from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash, table_metadata
+from rift_dagster.worker import progress_logger
 
 
-def label(rift: RunProfile, profile, rollouts_df):
+def label(context, rift: RunProfile, profile, rollouts_df):
+    """Grade in worker processes of this run, with progress lines in the run's log."""
     from rift_core.rewards import assign_rewards, label_rollouts
 
-    labels = label_rollouts(rollouts_df, workers=rift.label_workers, timeout_s=rift.label_timeout_s)
-    return assign_rewards(labels, **profile.rewards)
+    labels = label_rollouts(rollouts_df, workers=rift.label_workers, timeout_s=rift.label_timeout_s,
+                            on_progress=progress_logger(context.log.info))
+    return assign_rewards(labels, **profile.rewards.model_dump())
 
 
 def short_models(table):
@@ -27,7 +30,7 @@ def label_metadata(labels, path, seconds: float) -> dict:
 
     status = labels.group_by("status").len().sort("status")
     return {
-        "dagster/row_count": len(labels),
+        **table_metadata(labels),
         "positives": int((labels["reward"] > 0).sum()),
         "negatives": int((labels["reward"] < 0).sum()),
         "zero_reward": int((labels["reward"] == 0).sum()),
@@ -51,18 +54,18 @@ def reward_labels(context: dg.AssetExecutionContext, rift: RunProfile, storage: 
     root = storage.root(p.name)
     start = time.time()
     roll = pl.read_parquet(root / "rollouts.parquet")
-    labels = label(rift, p, roll)
+    labels = label(context, rift, p, roll)
     path = storage.write(labels, p.name, "labels.parquet")
     digest = file_hash(path)
     storage.record_run(context, p.name, path=path, buffer_hash=digest, rollouts_hash=file_hash(root / "rollouts.parquet"))
     storage.publish_views(p.name)
     yield dg.MaterializeResult(
         metadata={**label_metadata(labels, path, time.time() - start), "buffer_hash": digest,
-                  **{f"reward_{k}": str(v) for k, v in p.rewards.items()}},
+                  **{f"reward_{k}": v for k, v in p.rewards.model_dump().items()}},
         data_version=dg.DataVersion(digest),
     )
-    yield checks.labels_complete(roll, labels)
-    yield checks.extraction_failure_rate(labels)
+    yield checks.as_result(checks.labels_complete(roll, labels))
+    yield checks.as_result(checks.extraction_failure_rate(labels))
 
 
 @dg.asset(
@@ -92,5 +95,6 @@ def buffer_stats(context: dg.AssetExecutionContext, rift: RunProfile, storage: R
         "table4": dg.MetadataValue.md(to_markdown(short_models(table4))),
         "k_ablation": dg.MetadataValue.md(to_markdown(short_models(ablation))),
         "duckdb": dg.MetadataValue.path(str(db)),
+        **table_metadata(table1),
     })
-    yield checks.stats_match_labels(labels, table1, table4, root / "labels.parquet")
+    yield checks.as_result(checks.stats_match_labels(labels, table1, table4, root / "labels.parquet"))
