@@ -12,6 +12,7 @@ import re
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import polars as pl
@@ -50,12 +51,12 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     prof = load_profile(args.profile)
-    gen = {**prof.generation, **({"top_p": args.top_p} if args.top_p else {})}
+    gen = {**asdict(prof.generation_config()), **({"top_p": args.top_p} if args.top_p else {})}
     k, n = gen["k"], args.n or prof.n_seeds
 
     cache = Path(args.cache or tempfile.mkdtemp(prefix="toy-base-"))
     t0, c0 = time.time(), time.process_time()
-    path = Path(args.model) if args.model else toy.ensure_base_policy(cache, **prof.toy)
+    path = Path(args.model) if args.model else toy.ensure_base_policy(cache, **asdict(prof.toy_config()))
     train_s, train_cpu = time.time() - t0, time.process_time() - c0
 
     seeds = toy.problems(prof.seeds.removeprefix("toy:"), n, prof.seed)
@@ -70,7 +71,7 @@ def main() -> None:
         pos=pl.Series([sum(c) / k for c in correct]),
         mixed=pl.Series([0 < sum(c) < k for c in correct]),
     )
-    print(f"profile {prof.name} ({prof.source}), toy settings {prof.toy}, torch threads {args.threads}")
+    print(f"profile {prof.name} ({prof.source}), toy settings {prof.toy_config()}, torch threads {args.threads}")
     print(f"base policy: {path}")
     # On a shared machine wall time overstates the cost; CPU time is what one free core would take.
     print(f"train (or reuse) base policy: {train_s:.1f} s wall, {train_cpu:.1f} s CPU")

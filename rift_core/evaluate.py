@@ -4,8 +4,8 @@ The Qwen2.5-Math suite reports only sample 0; we keep every sample's score. Prob
 answer math-verify cannot parse are never scored (they would count as wrong forever): `evaluate`
 prints how many and which, and records them in `n_excluded` / `excluded_ids`.
 """
-import argparse
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -113,37 +113,38 @@ def results_tables(scores: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return tables[0], tables[1]
 
 
+@dataclass
+class EvaluateArgs:
+    model: str = field(metadata={"help": "HF model directory or hub id."})
+    benchmarks: str = field(default=",".join(BENCHMARKS), metadata={"help": "Comma-separated load_problems sources."})
+    limit: int | None = field(default=None, metadata={"help": "Seeded random subset of N problems per benchmark."})
+    data_root: str = field(default="../shared/data", metadata={"help": "Folder of the known data sets."})
+    out_dir: str | None = field(default=None, metadata={
+        "help": "Keep rollouts (resumable) and labels here, and write scores.parquet."})
+    workers: int = field(default=2, metadata={"help": "Grading processes."})
+    timeout_s: float | None = field(default=None, metadata={
+        "help": "Grading deadline per response, seconds (default rewards.DEFAULT_TIMEOUT_S)."})
+
+
 def main(argv: list[str]) -> None:
+    from rift_core.cli import config_parser
+    from rift_core.generation import GenerationConfig
     from rift_core.io import write_parquet_atomic
     from rift_core.stats import to_markdown
 
-    p = argparse.ArgumentParser(prog="python -m rift_core evaluate", description="Mean@k / Pass@k of a model on math benchmarks.")
-    p.add_argument("--model", required=True, help="HF model directory or hub id")
-    p.add_argument("--benchmarks", default=",".join(BENCHMARKS), help="comma-separated load_problems sources")
-    p.add_argument("--k", type=int, default=8)
-    p.add_argument("--limit", type=int, default=None, help="seeded random subset of N problems per benchmark")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-root", default="../shared/data")
-    p.add_argument("--out-dir", default=None, help="keep rollouts (resumable) and labels here, and write scores.parquet")
-    p.add_argument("--temperature", type=float, default=PAPER_SAMPLING["temperature"])
-    p.add_argument("--top-p", type=float, default=PAPER_SAMPLING["top_p"])
-    p.add_argument("--max-new-tokens", type=int, default=None)
-    p.add_argument("--backend", default=None, help="generation backend: transformers or vllm")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--workers", type=int, default=2, help="grading processes")
-    p.add_argument("--timeout-s", type=float, default=10.0, help="grading deadline per response, seconds")
-    args = p.parse_args(argv)
-
-    extra = {k: v for k, v in (("max_new_tokens", args.max_new_tokens), ("backend", args.backend), ("batch_size", args.batch_size)) if v is not None}
+    parser = config_parser([EvaluateArgs, GenerationConfig], prog="python -m rift_core evaluate",
+                           description="Mean@k / Pass@k of a model on math benchmarks (every generation field is a flag).")
+    parser.set_defaults(max_new_tokens=4096)  # the paper's evaluation length
+    args, gen = parser.parse_args_and_config(argv)
     scores = evaluate(
-        args.model, [b.strip() for b in args.benchmarks.split(",") if b.strip()], k=args.k, limit=args.limit,
-        seed=args.seed, data_root=args.data_root, out_dir=args.out_dir, workers=args.workers, timeout_s=args.timeout_s,
-        temperature=args.temperature, top_p=args.top_p, **extra,
+        args.model, [b.strip() for b in args.benchmarks.split(",") if b.strip()], k=gen.k, limit=args.limit,
+        seed=gen.seed, gen=gen, data_root=args.data_root, out_dir=args.out_dir, workers=args.workers,
+        timeout_s=args.timeout_s,
     )
     if args.out_dir:
         path = write_parquet_atomic(scores, Path(args.out_dir) / "scores.parquet")
         print(f"scores -> {path}", file=sys.stderr)
     mean, pas = results_tables(scores)
     summary = scores.select("benchmark", "n_problems", "n_excluded", "extraction_failure_rate")
-    sys.stdout.write(f"## Mean@{args.k} (%)\n\n{to_markdown(mean)}\n\n## Pass@{args.k} (%)\n\n{to_markdown(pas)}\n\n"
+    sys.stdout.write(f"## Mean@{gen.k} (%)\n\n{to_markdown(mean)}\n\n## Pass@{gen.k} (%)\n\n{to_markdown(pas)}\n\n"
                      f"## Coverage\n\n{to_markdown(summary)}\n")

@@ -21,6 +21,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from rift_core.data import ProblemFormat
 from rift_core.generation import GenerationConfig
 from rift_core.methods import METHODS
 from rift_core.rewards import SCHEMES
@@ -53,6 +54,7 @@ ToySection = section_of(ToyConfig)
 GenerationSection = section_of(GenerationConfig)
 EvaluationSection = section_of(GenerationConfig, extra={"limit": (int | None, None)})
 TrainSection = section_of(TrainConfig, exclude=("method", "model", "output_dir"))
+FormatSection = section_of(ProblemFormat)
 
 
 class RewardsSection(BaseModel):
@@ -74,12 +76,19 @@ class Profile(BaseModel):
     seed: int = 0
     skip_bad: bool = False  # skip (and report) seed rows with a missing or empty field instead of failing
     data_root: str = "../shared/data"
+    seed_format: FormatSection = Field(default_factory=FormatSection)  # a seed file in another format
+    benchmark_formats: dict[str, FormatSection] = Field(default_factory=dict)  # benchmark source -> its format
     toy: ToySection = Field(default_factory=ToySection)  # base-policy settings when base_model == "toy"
     generation: GenerationSection = Field(default_factory=GenerationSection)
     rewards: RewardsSection = Field(default_factory=RewardsSection)
     train: TrainSection = Field(default_factory=TrainSection)  # shared by every method
     methods: dict[Literal[METHODS], TrainSection] = Field(default_factory=dict)  # per-method overrides
     evaluation: EvaluationSection = Field(default_factory=EvaluationSection)  # overrides of `generation`
+
+    def problem_format(self, source: str) -> ProblemFormat:
+        """How to read `source`: the seed file's or a benchmark's format section (all None: a known format)."""
+        section = self.seed_format if source == self.seeds else self.benchmark_formats.get(source)
+        return ProblemFormat(**(_set(section) if section else {}))
 
     def toy_config(self) -> ToyConfig:
         return ToyConfig(**_set(self.toy))

@@ -327,35 +327,6 @@ def main(argv: list[str]) -> None:
 
 
 def _parser():
-    """TRL's CLI parser over TrainConfig (one flag per field, both --max_steps and --max-steps, `--config
-    file.yaml`), reading `none` as None for optional fields, dicts as JSON, and --no-<flag> for every bool."""
-    from transformers import HfArgumentParser
-    from trl import TrlParser
+    from rift_core.cli import config_parser
 
-    class Parser(TrlParser):
-        @staticmethod
-        def _parse_dataclass_field(parser, f):
-            f = copy.copy(f)  # HfArgumentParser narrows field.type in place; the profile loader reads these types
-            optional = [t for t in getattr(f.type, "__args__", ()) if t is not type(None)]
-            if f.type is dict:
-                f.type = _json
-            elif len(optional) == 1 and optional[0] is not bool:
-                f.type = _optional(optional[0])
-            HfArgumentParser._parse_dataclass_field(parser, f)
-            if f.type is bool and f.default is False:
-                parser.add_argument(f"--no_{f.name}", f"--no-{f.name.replace('_', '-')}", action="store_false",
-                                    dest=f.name)
-
-    return Parser([TrainConfig, _Data], prog="python -m rift_core train", description=__doc__.split("\n")[0])
-
-
-def _json(text: str) -> dict:
-    return json.loads(text)
-
-
-def _optional(base):
-    def parse(text: str):
-        return None if text.lower() == "none" else base(text)
-
-    parse.__name__ = base.__name__
-    return parse
+    return config_parser([TrainConfig, _Data], prog="python -m rift_core train", description=__doc__.split("\n")[0])

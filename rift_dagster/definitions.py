@@ -5,13 +5,12 @@ from pathlib import Path
 
 import dagster as dg
 
-ROOT = Path(__file__).resolve().parent.parent
 warnings.filterwarnings("ignore", category=dg.BetaWarning)  # code references are beta in 1.13
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    loaded = dg.load_from_defs_folder(project_root=ROOT)
+    loaded = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
     assets = list({id(a): a for a in loaded.assets}.values())  # modules import each other's assets
     return dg.Definitions(
         assets=dg.with_source_code_references(assets), asset_checks=loaded.asset_checks, jobs=loaded.jobs,

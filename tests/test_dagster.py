@@ -145,17 +145,24 @@ def test_a_benchmark_named_by_a_file_path_is_kept_and_queryable(tmp_path):
     scoring step find it (it used to land in a nested folder and be skipped silently)."""
     bench = tmp_path / "my sets" / "extra.jsonl"
     bench.parent.mkdir()
-    bench.write_text('{"question": "What is 2+3?", "answer": "5"}\n{"question": "What is 4+4?", "answer": "8"}\n')
+    # a format the project has never seen: the question split over two fields, the answer nested and numeric
+    bench.write_text('{"Body": "Ann has 2 apples.", "Query": "How many now?", "meta": {"gold": {"value": 5}}}\n'
+                     '{"Body": "Ben has 4 pears.", "Query": "How many now?", "meta": {"gold": {"value": 8.0}}}\n')
     profile = tmp_path / "pathbench.yaml"
-    profile.write_text(yaml.safe_dump({"extends": "smoke", "benchmarks": ["toy:id", str(bench)]}))
+    profile.write_text(yaml.safe_dump({
+        "extends": "smoke", "benchmarks": ["toy:id", str(bench)],
+        "benchmark_formats": {str(bench): {"question_field": "{Body} {Query}", "answer_field": "meta.gold.value"}}}))
     data = tmp_path / "data"
     assert dg.materialize(list(defs.assets), selection=["benchmarks"], resources=resources(str(profile), str(data))).success
     files = sorted(p.name for p in (data / "pathbench" / "benchmarks").iterdir())
     assert len(files) == 2 and all(f.endswith(".parquet") for f in files)
     con = duckdb.connect(str(data / "pathbench" / "rift.duckdb"), read_only=True)
     counts = dict(con.execute("SELECT benchmark, count(*) FROM benchmark_problems GROUP BY benchmark").fetchall())
+    mine = con.execute("SELECT question, answer FROM benchmark_problems WHERE benchmark = ? ORDER BY answer",
+                       [str(bench)]).fetchall()
     con.close()
     assert counts == {"toy:id": 4, str(bench): 2}
+    assert mine == [("Ann has 2 apples. How many now?", "5"), ("Ben has 4 pears. How many now?", "8")]
 
 
 def test_one_label_deadline_everywhere():
@@ -172,3 +179,32 @@ def test_one_label_deadline_everywhere():
     for fn in (rewards.label_rollouts, rewards.check_references, evaluate.evaluate):
         default = inspect.signature(fn).parameters["timeout_s"].default
         assert default in (rewards.DEFAULT_TIMEOUT_S, None), fn
+
+
+def test_dg_lists_and_checks_the_project_definitions():
+    import json
+    import os
+
+    env = {**os.environ, "DAGSTER_HOME": str(REPO / ".dagster_home")}
+    out = subprocess.run([str(REPO / ".venv/bin/dg"), "list", "defs", "--json"], cwd=REPO, env=env,
+                         capture_output=True, text=True, check=True)
+    listed = json.loads(out.stdout[out.stdout.index("{"):])
+    assert {a["asset_key"] for a in listed["assets"]} >= {
+        "seed_problems", "base_model", "rollouts", "reward_labels", "buffer_stats", "checkpoints", "benchmarks",
+        "benchmark_scores", "round_rollouts", "round_labels", "round_checkpoint"}
+    check = subprocess.run([str(REPO / ".venv/bin/dg"), "check", "defs"], cwd=REPO, env=env, capture_output=True,
+                           text=True)
+    assert check.returncode == 0 and "loaded successfully" in check.stdout + check.stderr
+
+
+def test_every_registry_method_is_a_partition_and_heavy_steps_share_a_pool():
+    from rift_core import methods
+
+    assert graph().get(dg.AssetKey("checkpoints")).partitions_def.get_partition_keys() == list(methods.METHODS)
+    assert "kto" in methods.METHODS
+    heavy = {"base_model", "rollouts", "checkpoints", "benchmark_scores", "round_rollouts", "round_checkpoint"}
+    for assets_def in defs.assets:
+        for spec in assets_def.specs:
+            assert "dagster/code_references" in spec.metadata, spec.key
+    pools = {k.to_user_string(): a.op.pool for a in defs.assets for k in a.keys}
+    assert {key for key, pool in pools.items() if pool == "compute"} == heavy

@@ -135,6 +135,11 @@ def test_run_launched_through_graphql_fills_the_sql_tables(dagster_dev):
         assert launched == set(UNPARTITIONED)
     finally:
         con.close()
+    # sampling (a Pipes child) and labelling (the step's own workers) both report progress into the run's log
+    messages = [e.get("message") or "" for e in run_events(dagster_dev, run_id)]
+    total = n_problems * k
+    assert any(m.startswith(f"generate: {total}/{total} (100%)") for m in messages), messages
+    assert any(m.startswith(f"label: {total}/{total} (100%)") for m in messages), messages
 
 
 def run_events(dev: "DagsterDev", run_id: str) -> list[dict]:

@@ -122,3 +122,17 @@ def test_a_second_run_gives_identical_buffers_and_checkpoints(smoke, tmp_path):
         a = load_file(root / "checkpoints" / method / "model.safetensors")
         b = load_file(again / "checkpoints" / method / "model.safetensors")
         assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a), method
+
+
+def test_table_assets_carry_their_column_schema_and_numbers_stay_numbers(smoke):
+    _, _, results = smoke
+    mats = {m.asset_key.to_user_string(): m.metadata for r in results for m in r.get_asset_materialization_events()
+            for m in [m.event_specific_data.materialization]}
+    for table in ("seed_problems", "rollouts", "reward_labels", "buffer_stats", "benchmarks", "benchmark_scores",
+                  "round_rollouts", "round_labels"):
+        schema = mats[table]["dagster/column_schema"].value
+        assert schema.columns and all(c.name and c.type for c in schema.columns), table
+    assert {"problem_id", "response", "reward"} <= {c.name for c in mats["reward_labels"]["dagster/column_schema"].value.columns}
+    ckpt = mats["checkpoints"]
+    assert isinstance(ckpt["run/final_loss"].value, float) and isinstance(ckpt["training_rows"].value, int)
+    assert ckpt["loss_curve"].value.startswith("![loss curve](data:image/png;base64,")

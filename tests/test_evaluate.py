@@ -83,3 +83,17 @@ def test_evaluate_cli(generation, tiny_model, shared_data, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "## Mean@2 (%)" in out and "| GSM8K" in out and "AMC23" in out and "Avg" in out
     assert pl.read_parquet(tmp_path / "scores.parquet")["benchmark"].to_list() == ["gsm8k", "amc23"]
+
+
+def test_evaluate_cli_has_a_flag_for_every_generation_field(capsys):
+    import dataclasses
+
+    from rift_core.evaluate import main
+    from rift_core.generation import GenerationConfig
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    for f in dataclasses.fields(GenerationConfig):
+        assert f"--{f.name}" in text, f.name
+    assert "4096" in text  # the paper's evaluation length is the default

@@ -2,7 +2,6 @@
 a step would start (built by dagster-k8s's own `build_pod_body`) requests the GPUs. Only
 `PipesK8sClient.run` (the call that would talk to the cluster) is replaced, to capture its arguments."""
 import inspect
-import sys
 
 import dagster as dg
 import pytest
@@ -11,18 +10,19 @@ pytest.importorskip("dagster_k8s")
 from dagster_k8s import PipesK8sClient  # noqa: E402
 from dagster_k8s.pipes import build_pod_body  # noqa: E402
 
+from rift_dagster.definitions import defs as load_defs  # noqa: E402
+from rift_dagster.defs.resources import RunProfile, rift_resources, run_step  # noqa: E402
 from rift_dagster.k8s import RiftK8sPipesClient, k8s_overrides  # noqa: E402
 
 LAUNCHER = ["accelerate", "launch", "--config_file", "configs/accelerate/ddp.yaml"]
 
 
 @dg.asset
-def trained(context: dg.AssetExecutionContext, pipes_client: dg.PipesSubprocessClient):
-    """The call every out-of-process step makes (the lead's training asset, reduced to it)."""
-    return pipes_client.run(
-        command=[sys.executable, "-m", "rift_dagster.worker"], context=context,
-        extras={"step": "train", "method": "rift", "output": "/data/tiny/checkpoints/rift"},
-    ).get_results()
+def trained(context: dg.AssetExecutionContext, rift: RunProfile, pipes_client: dg.ResourceParam[dg.PipesClient]):
+    """The training asset reduced to its out-of-process step (the same run_step call)."""
+    metadata, _ = run_step(context, rift, pipes_client, "train",
+                           {"config": {"method": "rift", "output_dir": "/data/tiny/checkpoints/rift"}}, distributed=True)
+    return dg.MaterializeResult(metadata=metadata)
 
 
 def overrides():
@@ -30,9 +30,12 @@ def overrides():
                          data_pvc="rift-data", executor_config={"max_concurrent": 2})
 
 
-def test_definitions_load_with_the_k8s_pipes_client_and_the_k8s_executor():
+def test_the_projects_definitions_load_with_the_k8s_pipes_client_and_the_k8s_executor():
     ov = overrides()
-    defs = dg.Definitions(assets=[trained], resources=ov["resources"], executor=ov["executor"])
+    project = load_defs()
+    defs = dg.Definitions(assets=project.assets, asset_checks=project.asset_checks, jobs=project.jobs,
+                          schedules=project.schedules, resources={**rift_resources(), **ov["resources"]},
+                          executor=ov["executor"])
     dg.Definitions.validate_loadable(defs)
     job = defs.resolve_implicit_global_asset_job_def()
     assert job.executor_def.name == "k8s"
@@ -73,7 +76,7 @@ def pod_of(call: dict):
 
 
 def test_a_training_step_becomes_a_pod_that_requests_the_gpus(captured):
-    result = dg.materialize([trained], resources=overrides()["resources"])
+    result = dg.materialize([trained], resources={"rift": RunProfile(), **overrides()["resources"]})
     assert result.success
     [call] = captured
     assert isinstance(call["context"], dg.AssetExecutionContext)

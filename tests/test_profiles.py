@@ -70,6 +70,7 @@ def test_tiny_and_smoke_run_the_toy_task_on_every_benchmark_split():
          "section 'methods.rift', key 'num_epochs'"),
         ("base_model: toy\nseeds: toy:seed\nbenchmarks: []\nrewards: {scheme: best}\n", "section 'rewards', key 'scheme'"),
         ("extends: tinyy\n", "tinyy"),
+        ("extends: smoke\nseed_format: {question: Body}\n", "section 'seed_format', key 'question' is unknown; known: .*question_field"),
     ],
 )
 def test_bad_profile_names_file_and_field(tmp_path, text, message):

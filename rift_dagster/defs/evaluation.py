@@ -27,7 +27,8 @@ def benchmarks(context: dg.AssetExecutionContext, rift: RunProfile, storage: Rif
         stale.unlink()  # a benchmark the profile no longer lists is no longer scored
     counts, frames = [], []
     for name in p.benchmarks:
-        df = load_problems(name, data_root=p.data_root, limit=p.evaluation.limit, seed=p.seed)
+        df = load_problems(name, data_root=p.data_root, limit=p.evaluation.limit, seed=p.seed,
+                           fmt=p.problem_format(name))
         frames.append(df.with_columns(pl.lit(name).alias("benchmark")))
         storage.write(frames[-1], p.name, str(storage.benchmark_path(p.name, name).relative_to(storage.root(p.name))))
         counts.append({"benchmark": name, "problems": len(df)})

@@ -18,7 +18,8 @@ def seed_problems(context: dg.AssetExecutionContext, rift: RunProfile, storage: 
     start = time.time()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SkippedRowsWarning)
-        df = load_problems(p.seeds, data_root=p.data_root, limit=p.n_seeds, seed=p.seed, skip_bad=p.skip_bad)
+        df = load_problems(p.seeds, data_root=p.data_root, limit=p.n_seeds, seed=p.seed, skip_bad=p.skip_bad,
+                           fmt=p.problem_format(p.seeds))
     skipped = [row for w in caught if isinstance(w.message, SkippedRowsWarning) for row in w.message.rows]
     for row in skipped:
         context.log.warning(f"skipped seed row: {row}")
