@@ -37,5 +37,10 @@ bench: setup
 	$(PY) benchmarks/bench_labelling.py
 	$(PY) benchmarks/bench_tiny_profile.py
 
+# Wheels (1.8 MB, pure Python) that benchmarks/gpu_check.sh installs offline on the GPU machine; carry gpu_wheels
+.PHONY: gpu-wheels
+gpu-wheels:
+	bash benchmarks/gpu_check.sh --download-wheels
+
 clean:
 	rm -rf data/tiny data/smoke .dagster_home/storage .dagster_home/logs .dagster_home/history

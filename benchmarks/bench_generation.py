@@ -16,9 +16,12 @@ Model: the embedded default's architecture (rift_core.toy: Qwen2, hidden 192, 4 
 vocabulary), randomly initialised; prompts: toy seed problems in the Qwen CoT chat template, K=8 each.
 A random model rarely emits EOS, so a few extra token ids count as EOS (for every contender) to give
 the spread of lengths real samples have. One torch thread. Tokens counted = generated tokens, EOS
-included. Prints best-of-rounds tokens/s and ratios to `sample_batch`.
+included. Prints best-of-rounds tokens/s, sample_batch's speed over each contender (from the best rates
+and as the median of per-round ratios) and tokens per CPU-second (load-independent check).
+Results and the decision drawn from them: benchmarks/results/generation.md.
 
-    .venv/bin/python benchmarks/bench_generation.py [--prompts 32] [--max-new-tokens 128] [--rounds 2]
+    .venv/bin/python benchmarks/bench_generation.py [--prompts 32] [--max-new-tokens 128] [--rounds 3]
+    .venv/bin/python benchmarks/bench_generation.py --rounds 1 --only generate_batch --cb-max-batch-tokens 512
     .venv/bin/python benchmarks/bench_generation.py --model PATH  # a trained toy policy, its own EOS
 """
 import argparse
@@ -49,7 +52,7 @@ def main():
     p.add_argument("--extra-eos", type=int, default=3, help="token ids that also count as EOS (random model)")
     p.add_argument("--model", default=None, help="a trained toy policy dir instead of a random model")
     p.add_argument("--cb-block-size", type=int, default=32)
-    p.add_argument("--cb-max-batch-tokens", type=int, default=2048)
+    p.add_argument("--cb-max-batch-tokens", type=int, default=256, help="256 was the fastest of 256-8192 here")
     p.add_argument("--only", default=None, help="comma-separated substrings: run only contenders whose name has one")
     a = p.parse_args()
     torch.set_num_threads(1)

@@ -21,6 +21,8 @@ speed over it (their time / own time) from the best times and as the median of p
 seconds (parent + workers, sampled from /proc), and whether every contender returns the same labels.
 
     .venv/bin/python benchmarks/bench_grading.py [--problems 500] [--k 8] [--rounds 3] [--timeout-s 3]
+
+Results and the decision drawn from them (pebble replaced the own pool): benchmarks/results/grading.md.
 """
 import argparse
 import os

@@ -10,6 +10,10 @@ Granularity of the reward-weighted terms:
 - "sequence": Eq. 5 read literally, one term per sample, log pi(y|x) = sum_t logp for positives and
   pi(y|x) = exp(sum_t logp) for negatives, divided by the number of samples. On long responses exp(sum logp)
   underflows to 0, so negatives stop contributing gradient: faithful to the equation, weak in practice.
+
+Samples with reward 0 belong to neither D+ nor D- of Eq. 5: they add no term and are not counted in the divisor
+(`divisor`). So the gaussian and gpg_mean schemes, which give every sample of an all-right or all-wrong problem
+reward 0, do not shrink the other samples' gradient by the share of such problems in the batch.
 - "sequence_geomean": the length-normalised variant, mean_t logp for positives and exp(mean_t logp) (the
   geometric-mean token probability) for negatives; negatives keep a gradient on long responses.
 """
@@ -28,18 +32,27 @@ def naive_loss(logps, mask, rewards, granularity: str = "token", num_items=None)
     return _reward_weighted(logps, mask, rewards, granularity, num_items, linear_negatives=False)
 
 
+def divisor(mask, rewards, granularity: str = "token") -> torch.Tensor:
+    """What the reward-weighted losses divide by: the response tokens ("token") or the samples (the sequence
+    granularities) of the samples whose reward is not 0. Sum it over an accumulated batch to get `num_items`."""
+    counted = rewards.reshape(-1) != 0
+    if granularity == "token":
+        return (mask.bool() & counted[:, None]).sum()
+    return counted.sum()
+
+
 def _reward_weighted(logps, mask, rewards, granularity, num_items, linear_negatives):
     if granularity not in GRANULARITIES:
         raise ValueError(f"unknown loss granularity {granularity!r}; expected one of {', '.join(GRANULARITIES)}")
     mask = mask.bool()
     logps = logps.masked_fill(~mask, 0.0)  # padding positions may hold anything, even -inf
+    count = divisor(mask, rewards, granularity)
     if granularity == "token":
-        terms, count = logps, mask.sum()
+        terms = logps
     else:
         terms = logps.sum(-1)
         if granularity == "sequence_geomean":
             terms = terms / mask.sum(-1).clamp(min=1)
-        count = torch.tensor(logps.shape[0], device=logps.device)
     r = rewards.to(logps.dtype).reshape(-1, *[1] * (terms.dim() - 1))
     if linear_negatives:
         terms = torch.where(r < 0, terms.exp(), terms)

@@ -21,7 +21,7 @@ import polars as pl
 import torch
 from trl import SFTConfig, SFTTrainer
 
-from rift_core.losses import GRANULARITIES, naive_loss, rift_loss, token_logps
+from rift_core.losses import GRANULARITIES, divisor, naive_loss, rift_loss, token_logps
 from rift_core.rewards import SCHEMES, assign_rewards
 
 REWARD_LOSSES = {"rift": rift_loss, "naive": naive_loss}
@@ -82,17 +82,25 @@ class RIFTTrainer(SFTTrainer):
         super()._set_signature_columns_if_needed()
         self._signature_columns = [*self._signature_columns, "reward"]
 
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """The accumulated micro-batches and what the loss divides by over all of them (and every rank): response
+        tokens, or samples for the sequence granularities, of the samples whose reward is not 0 (losses.divisor).
+        The Trainer's own count is every label token, reward-0 samples included."""
+        batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if num_items is None or not batches:  # the Trainer then scales the loss by the accumulation steps itself
+            return batches, num_items
+        count = sum(divisor(b["labels"][..., 1:] != -100, b["reward"], self.args.granularity) for b in batches)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            count = self.accelerator.gather(count.to(device)).sum()
+        return batches, count.to(device)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         rewards = inputs.pop("reward")
         logps, mask = token_logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"])
-        # num_items_in_batch counts response tokens over the whole accumulated batch (and every rank); the
-        # sequence granularities normalise by samples instead
-        num_items = num_items_in_batch
-        granularity = self.args.granularity
-        if granularity != "token" and num_items_in_batch is not None:
-            num_items = rewards.numel() * self.current_gradient_accumulation_steps
-        loss = REWARD_LOSSES[self.args.reward_loss](logps, mask, rewards, granularity, num_items=num_items)
-        if granularity == "token" and self.args.average_tokens_across_devices and num_items is not None:
+        # num_items_in_batch: the divisor over the whole accumulated batch and every rank (get_batch_samples)
+        loss = REWARD_LOSSES[self.args.reward_loss](logps, mask, rewards, self.args.granularity,
+                                                    num_items=num_items_in_batch)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes  # DDP averages gradients over ranks
         return (loss, None) if return_outputs else loss
 

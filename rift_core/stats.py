@@ -1,9 +1,12 @@
 """Rollout-buffer statistics: the paper's Table 1, Table 4 and Tables 9/10, in polars and in SQL.
 
 Rows are per (model, dataset); `dataset` is the labels' `source` column, or "all" when labels have
-none. A sample is positive when its reward is > 0 and negative when < 0 (labels without rewards: its
-`correct` flag decides). A problem is "mixed" when its samples hold both correct and incorrect ones.
-`TABLE1_SQL` / `TABLE4_SQL` give the same numbers over a DuckDB table or view named `labels`.
+none. A sample is positive when it is correct and negative when it is not (the paper's r > 0 / r < 0
+under its constant rewards): counted on `correct`, not on the reward's sign, because the gaussian and
+gpg_mean schemes give every sample of an all-correct (or all-wrong) problem reward 0, and those samples
+are positives (negatives) all the same. #Pos + #Neg = #Total whatever the scheme. A problem is "mixed"
+when its samples hold both correct and incorrect ones. `TABLE1_SQL` / `TABLE4_SQL` give the same
+numbers over a DuckDB table or view named `labels`.
 """
 import argparse
 import sys
@@ -12,15 +15,15 @@ import polars as pl
 
 KEYS = ["model", "dataset"]
 
-# UNION ALL BY NAME adds any of model / source / reward the stored labels lack, as NULLs.
+# UNION ALL BY NAME adds any of model / source the stored labels lack, as NULLs.
 _LABELS_SQL = """
 WITH l AS (
     SELECT * FROM labels
     UNION ALL BY NAME
-    SELECT NULL::VARCHAR AS model, NULL::VARCHAR AS source, NULL::DOUBLE AS reward WHERE false
+    SELECT NULL::VARCHAR AS model, NULL::VARCHAR AS source WHERE false
 ), s AS (
-    SELECT coalesce(model, 'all') AS model, coalesce(source, 'all') AS dataset, problem_id, sample_idx, correct,
-           coalesce(reward, CASE WHEN correct THEN 1.0 ELSE -1.0 END) AS reward
+    SELECT coalesce(model, 'all') AS model, coalesce(source, 'all') AS dataset, problem_id,
+           coalesce(correct, false) AS correct
     FROM l
 )"""
 
@@ -28,9 +31,9 @@ TABLE1_SQL = _LABELS_SQL + """
 SELECT model, dataset,
        count(DISTINCT problem_id) AS num,
        count(*) AS total,
-       count(*) FILTER (WHERE reward > 0) AS pos,
-       count(*) FILTER (WHERE reward < 0) AS neg,
-       round(100.0 * count(*) FILTER (WHERE reward > 0) / count(*), 1) AS pct_pos
+       count(*) FILTER (WHERE correct) AS pos,
+       count(*) FILTER (WHERE NOT correct) AS neg,
+       round(100.0 * count(*) FILTER (WHERE correct) / count(*), 1) AS pct_pos
 FROM s
 GROUP BY model, dataset
 ORDER BY model, dataset
@@ -56,14 +59,12 @@ def _normalise(labels: pl.DataFrame) -> pl.DataFrame:
     if missing:
         raise ValueError(f"labels lack column(s) {', '.join(missing)} (have {', '.join(labels.columns)})")
     col = lambda name, default: pl.col(name).fill_null(default) if name in labels.columns else pl.lit(default)  # noqa: E731
-    reward = pl.when(pl.col("correct")).then(1.0).otherwise(-1.0)
     return labels.select(
         col("model", "all").cast(pl.String).alias("model"),
         col("source", "all").cast(pl.String).alias("dataset"),
         "problem_id",
         pl.col("sample_idx") if "sample_idx" in labels.columns else pl.lit(0).alias("sample_idx"),
         pl.col("correct").fill_null(False),
-        (pl.col("reward").fill_null(reward) if "reward" in labels.columns else reward).alias("reward"),
     )
 
 
@@ -73,8 +74,8 @@ def _table1(s: pl.DataFrame) -> pl.DataFrame:
         .agg(
             pl.col("problem_id").n_unique().alias("num"),
             pl.len().alias("total"),
-            (pl.col("reward") > 0).sum().alias("pos"),
-            (pl.col("reward") < 0).sum().alias("neg"),
+            pl.col("correct").sum().alias("pos"),
+            (~pl.col("correct")).sum().alias("neg"),
         )
         .with_columns((100.0 * pl.col("pos") / pl.col("total")).round(1, mode="half_away_from_zero").alias("pct_pos"))
         .sort(KEYS)

@@ -1,8 +1,9 @@
 """Fine-tune a causal LM with one of the methods in methods.py on a frame or data file.
 
 sft / dft: TRL SFTTrainer, loss_type "nll" / "dft", on (question, ground-truth solution);
-rft:       the same NLL on self-generated responses with reward > 0;
-dpo:       TRL DPOTrainer on the paper's pairs (chosen = the response if correct, else the ground truth);
+rft:       the same NLL on the correct self-generated responses;
+dpo:       TRL DPOTrainer on the paper's pairs (chosen = the response if correct, else the ground truth), or with
+           dpo_pairing="responses" on correct vs incorrect responses of the same problem;
 rift / naive: rift_trainer.RIFTTrainer, losses.rift_loss / losses.naive_loss on a per-sample reward;
 kto:       TRL KTOTrainer on unpaired responses labelled desirable when correct.
 
@@ -25,7 +26,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import polars as pl
 import torch
@@ -62,6 +63,10 @@ class TrainConfig:
     granularity: str = field(default="token", metadata={
         "help": "rift / naive: token, sequence or sequence_geomean (losses.py).", "choices": list(GRANULARITIES)})
     beta: float = field(default=0.1, metadata={"help": "dpo / kto: strength of the pull towards the reference model."})
+    dpo_pairing: Literal[methods.DPO_PAIRINGS] = field(default="ground_truth", metadata={
+        "help": "dpo: `ground_truth` (the paper's: each response against the ground-truth solution, the response "
+                "chosen when correct) or `responses` (a correct against an incorrect response of the same problem); "
+                "see methods.DPO_PAIRINGS."})
     precompute_ref_log_probs: bool = field(default=False, metadata={
         "help": "dpo / kto: score the reference once up front instead of keeping a copy of the model."})
     desirable_weight: float = field(default=1.0, metadata={"help": "kto: weight of the losses of correct samples."})
@@ -97,7 +102,7 @@ def train(cfg: TrainConfig, data: pl.DataFrame | str | os.PathLike, callbacks=()
         raise ValueError(f"unknown granularity {cfg.granularity!r}; expected one of {', '.join(GRANULARITIES)}")
     source = str(data) if isinstance(data, (str, os.PathLike)) else "training frame"
     frame = read_table(data) if isinstance(data, (str, os.PathLike)) else data
-    rows, notes = method.rows(frame, source)
+    rows, notes = method.rows(frame, source, **method.option_values(cfg))
     for note in notes:
         warnings.warn(f"{source}: {note}", stacklevel=2)
     data_hash = hashlib.sha256(rows.write_csv().encode()).hexdigest()[:16]
@@ -147,6 +152,8 @@ def train(cfg: TrainConfig, data: pl.DataFrame | str | os.PathLike, callbacks=()
         "learning_rate": trainer.args.learning_rate,
         "gradient_accumulation_steps": trainer.args.gradient_accumulation_steps,
         "processes": trainer.accelerator.num_processes,
+        "effective_batch_size": trainer.args.per_device_train_batch_size * trainer.args.gradient_accumulation_steps
+        * trainer.accelerator.num_processes,  # rows per optimizer step; global_batch_size unless warned otherwise
         "weight_hash_per_rank": rank_hashes,
         "resumed_from": resume_from,
         "seconds": round(seconds, 3),
@@ -161,7 +168,7 @@ def train(cfg: TrainConfig, data: pl.DataFrame | str | os.PathLike, callbacks=()
 def _build_trainer(cfg: TrainConfig, method: methods.Method, model, tokenizer, dataset, work: Path, callbacks):
     trainer_class, config_class = method.classes()
     processes = _state().num_processes
-    accumulation = max(1, cfg.global_batch_size // (cfg.per_device_batch_size * processes))
+    accumulation = effective_accumulation(cfg.global_batch_size, cfg.per_device_batch_size, processes)
     args = config_class(
         output_dir=str(work),
         per_device_train_batch_size=cfg.per_device_batch_size,
@@ -194,6 +201,20 @@ def _build_trainer(cfg: TrainConfig, method: methods.Method, model, tokenizer, d
         extra["ref_model"] = None if cfg.precompute_ref_log_probs else copy.deepcopy(model)
     return trainer_class(model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks,
                          **extra)
+
+
+def effective_accumulation(global_batch_size: int, per_device_batch_size: int, processes: int) -> int:
+    """Gradient accumulation steps that make per_device x accumulation x processes = global_batch_size; warns,
+    naming the numbers, when no whole number does (the run then steps on another batch size than configured)."""
+    per_pass = per_device_batch_size * processes
+    accumulation = max(1, global_batch_size // per_pass)
+    if per_pass * accumulation != global_batch_size:
+        warnings.warn(
+            f"global_batch_size={global_batch_size} is not a multiple of per_device_batch_size={per_device_batch_size}"
+            f" x {processes} process(es) = {per_pass}: each optimizer step sees {per_pass * accumulation} rows "
+            f"({per_device_batch_size} x {accumulation} accumulation x {processes}), not {global_batch_size}; "
+            f"pick a per-device batch or a process count that divides it", stacklevel=3)
+    return accumulation
 
 
 class _Monitor(TrainerCallback):

@@ -22,23 +22,50 @@ STEPS = [
 ]
 
 
-def materialize_all(profile: str, data_dir: str = "data", instance=None, steps=STEPS, out_of_process: bool = True) -> list:
-    """Materialise every step, stopping at the first failure with Dagster's error; the runs' results."""
+def materialize_all(profile: str, data_dir: str = "data", instance=None, steps=STEPS, out_of_process: bool = True,
+                    keep_going: bool = False) -> list:
+    """Materialise every step, stopping at the first failure with Dagster's error; the runs' results.
+
+    `keep_going`: as a Dagster backfill does, a failed partition (e.g. checkpoints[rft] on a buffer with no correct
+    sample) does not stop the others; the later steps' same partition key (benchmark_scores[rft]) is skipped, and
+    `failures(results)` says what failed and why. A failed unpartitioned step still stops everything."""
     from rift_dagster.definitions import defs
     from rift_dagster.defs.resources import rift_resources
 
     assets = list(defs().assets)
     res = rift_resources(profile, data_dir, out_of_process)
-    results = []
+    results, failed = [], {}
     for selection, keys in steps:
         for key in keys:
             label = ", ".join(selection) + (f" [{key}]" if key else "")
+            if key in failed:
+                print(f"==> skipping {label}: {failed[key]} failed", flush=True)
+                continue
             print(f"==> materialising {label}", flush=True)
             start = time.time()
             results.append(dg.materialize(assets, selection=selection, partition_key=key, resources=res, instance=instance,
-                                          run_config=QUIET))
-            print(f"    done in {time.time() - start:.1f} s", flush=True)
+                                          run_config=QUIET, raise_on_error=not (keep_going and key)))
+            if results[-1].success:
+                print(f"    done in {time.time() - start:.1f} s", flush=True)
+            else:
+                failed[key] = label
+                print(f"    FAILED in {time.time() - start:.1f} s: {' '.join(failures(results[-1:]).values())}", flush=True)
     return results
+
+
+def failures(results: list) -> dict[str, str]:
+    """{"checkpoints[rft]": why it failed} for the failed steps of `results` (runs of materialize_all); for a
+    dg.Failure, its description."""
+    out = {}
+    for result in results:
+        partition = result.dagster_run.tags.get("dagster/partition")
+        for event in result.get_step_failure_events():
+            error = event.step_failure_data.error
+            while error.cause is not None and error.cls_name != "Failure":  # the step's own error, not its wrappers
+                error = error.cause
+            message = error.message.strip().removeprefix("dagster._core.definitions.events.Failure: ")
+            out[event.step_key + (f"[{partition}]" if partition else "")] = message
+    return out
 
 
 def tables(profile: str, data_dir: str = "data") -> dict[str, str]:
@@ -79,13 +106,19 @@ def main(argv: list[str] | None = None) -> None:
     # With DAGSTER_HOME set (the Makefile sets it) the runs land in the instance `make ui` shows.
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
     start = time.time()
-    materialize_all(args.profile, args.data_dir, instance, out_of_process=not args.in_process)
-    print(f"\nWhole graph materialised in {time.time() - start:.0f} s (profile {args.profile}).\n")
+    failed = failures(materialize_all(args.profile, args.data_dir, instance, out_of_process=not args.in_process,
+                                      keep_going=True))
+    print(f"\nWhole graph materialised in {time.time() - start:.0f} s (profile {args.profile})"
+          + (f", {len(failed)} partition(s) failed" if failed else "") + ".\n")
     for title, md in tables(args.profile, args.data_dir).items():
         print(f"## {title}\n\n{md}\n")
     print(f"Web UI:    make ui PROFILE={args.profile}   then open http://127.0.0.1:3000 (runs above are in its history)")
     print(f"SQL shell: make sql PROFILE={args.profile}  (read-only; tables: problems, rollouts, labels, buffer_stats,")
     print("           mixed_stats, k_ablation, scores, runs, benchmark_problems, round_labels, round_rollouts)")
+    for label, message in failed.items():
+        print(f"\nFAILED {label} (its downstream partitions were skipped): {message}")
+    if failed:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from rift_core.losses import naive_loss, rift_loss, token_logps
+from rift_core.losses import divisor, naive_loss, rift_loss, token_logps
 
 
 def batch(seed=0, B=4, T=6):
@@ -24,7 +24,7 @@ def test_token_loss_is_the_design_formula():
             if mask[i, t]:
                 r, lp = rewards[i].item(), logps[i, t].item()
                 expected += r * lp if r > 0 else r * math.exp(lp) if r < 0 else 0.0
-    expected = -expected / mask.sum().item()
+    expected = -expected / mask[rewards != 0].sum().item()  # sample 2's reward is 0: not in the divisor
     assert rift_loss(logps, mask, rewards).item() == pytest.approx(expected, rel=1e-6)
 
 
@@ -70,16 +70,29 @@ def test_negative_gradient_is_bounded_by_r_for_rift_and_grows_like_r_over_p_for_
         assert naive_grad == pytest.approx(abs(r) / p_value)
 
 
-def test_zero_reward_samples_contribute_nothing():
-    logps, mask, rewards = batch()
+@pytest.mark.parametrize("loss_fn", [rift_loss, naive_loss])
+@pytest.mark.parametrize("granularity", ["token", "sequence", "sequence_geomean"])
+def test_zero_reward_samples_contribute_nothing_not_even_to_the_divisor(loss_fn, granularity):
+    logps, mask, rewards = batch()  # sample 2 has reward 0
     logps.requires_grad_(True)
-    loss = rift_loss(logps, mask, rewards)
+    loss = loss_fn(logps, mask, rewards, granularity)
     loss.backward()
     assert torch.all(logps.grad[2] == 0)
-    # changing the zero-reward sample's log-probs leaves the loss unchanged (it still counts in the token total)
     other = logps.detach().clone()
     other[2] = -50.0
-    assert torch.allclose(rift_loss(other, mask, rewards), loss.detach())
+    assert torch.allclose(loss_fn(other, mask, rewards, granularity), loss.detach())
+    # the loss is the one of the batch without that sample: reward 0 is in neither D+ nor D- (Eq. 5)
+    keep = torch.tensor([0, 1, 3])
+    assert torch.allclose(loss, loss_fn(logps[keep], mask[keep], rewards[keep], granularity))
+    assert divisor(mask, rewards, granularity) == (mask[keep].sum() if granularity == "token" else 3)
+
+
+def test_a_batch_of_zero_rewards_only_has_loss_zero_and_no_gradient():
+    logps, mask, _ = batch()
+    logps.requires_grad_(True)
+    loss = rift_loss(logps, mask, torch.zeros(4))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.all(logps.grad == 0)
 
 
 @pytest.mark.parametrize("granularity", ["token", "sequence", "sequence_geomean"])
@@ -102,7 +115,7 @@ def test_gradient_accumulation_matches_one_big_batch(loss_fn, granularity):
     loss_fn(full, mask, rewards, granularity).backward()
 
     micro = logps.clone().requires_grad_(True)
-    num_items = mask.sum() if granularity == "token" else 4
+    num_items = divisor(mask, rewards, granularity)  # summed over the micro-batches: the same number
     total = sum(
         loss_fn(micro[s], mask[s], rewards[s], granularity, num_items=num_items) for s in (slice(0, 1), slice(1, 4))
     )

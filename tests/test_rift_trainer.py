@@ -92,3 +92,21 @@ def test_import_rift_core_stays_light_until_the_trainer_is_asked_for():
             "from rift_core import RIFTConfig, RIFTTrainer; assert 'trl' in sys.modules\n"
             "assert issubclass(RIFTTrainer, __import__('trl').SFTTrainer)")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@pytest.mark.parametrize("granularity", ["token", "sequence"])
+def test_reward_zero_rows_change_nothing_not_even_the_divisor_across_accumulation(tiny_model, tmp_path, granularity):
+    """Eight rows, four of them reward 0 (as gaussian / gpg_mean give a problem whose samples all agree), over two
+    accumulated micro-batches, train exactly like the four others in one batch: the divisor counts only the
+    tokens (samples) of rows with a reward, over the whole accumulated batch."""
+    signal = rows(4)
+    zeros = [{**r, "prompt": f"Zero {i}? ", "reward": 0.0} for i, r in enumerate(rows(4))]
+    kw = dict(max_steps=1, granularity=granularity, optim="sgd")  # Adam's first step would hide a scale error
+    mixed = fit(tiny_model, RIFTTrainer, RIFTConfig(**settings(tmp_path / "mixed", **kw)), signal + zeros)
+    alone = fit(tiny_model, RIFTTrainer, RIFTConfig(**settings(tmp_path / "alone", gradient_accumulation_steps=1, **kw)),
+                signal)
+    assert mixed.args.gradient_accumulation_steps == 2
+    a, b = mixed.model.state_dict(), alone.model.state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6, rtol=0) for k in a), max((a[k] - b[k]).abs().max().item() for k in a)
+    losses = [[e["loss"] for e in t.state.log_history if "loss" in e] for t in (mixed, alone)]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)

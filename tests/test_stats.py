@@ -52,10 +52,17 @@ def test_tables_per_model_and_dataset():
     assert mixed_table(small_buffer()).rows() == [("a", "math", 3, 2, 66.7), ("b", "gsm8k", 2, 1, 50.0)]
 
 
-def test_zero_rewards_are_neither_positive_nor_negative():
-    labels = assign_rewards(small_buffer(), "gaussian")  # uniform groups get reward 0
-    assert buffer_table(labels).select("pos", "neg").rows() == [(3, 5), (2, 2)]  # a: TTFF -> 2/2, TTTT -> 0, FFFT -> 1/3
-    assert mixed_table(labels)["mixed"].to_list() == [2, 1]  # mixing is about correctness, not reward sign
+@pytest.mark.parametrize("scheme", ["constant", "gaussian", "gpg_mean", "gpg_scaled"])
+def test_positives_are_the_correct_samples_whatever_the_reward_scheme(scheme, tmp_path):
+    # gaussian / gpg_mean give the all-correct problem (TTTT) and the all-wrong one (FFFF) reward 0, gpg_scaled the
+    # all-wrong one: counted on the reward's sign, Table 1 would lose them (a: 3 pos / 5 neg under gaussian)
+    labels = assign_rewards(small_buffer(), scheme)
+    assert buffer_table(labels).select("pos", "neg").rows() == [(7, 5), (2, 6)]
+    assert mixed_table(labels)["mixed"].to_list() == [2, 1]
+    path = write_parquet_atomic(labels, tmp_path / "labels.parquet")
+    con = duckdb.connect()
+    con.execute(f"CREATE VIEW labels AS SELECT * FROM read_parquet('{path}')")
+    assert con.execute(TABLE1_SQL).pl().select("pos", "neg").rows() == [(7, 5), (2, 6)]
 
 
 def test_k_ablation_first_k_samples():

@@ -65,7 +65,7 @@ def test_every_method_trains_and_writes_a_loadable_checkpoint(tiny_model, tmp_pa
 
 def test_rift_with_unit_rewards_is_exactly_trl_sft_nll(tiny_model, tmp_path):
     """The reward column, the collator and the token normalisation under gradient accumulation agree with TRL."""
-    data = buffer().with_columns(reward=pl.lit(1.0))
+    data = buffer().with_columns(reward=pl.lit(1.0), correct=pl.lit(True))  # rft keeps the correct rows
     train(config(tiny_model, tmp_path / "rift", "rift"), data)
     train(config(tiny_model, tmp_path / "rft", "rft"), data)
     assert same(weights(tmp_path / "rift"), weights(tmp_path / "rft"), atol=1e-6)
@@ -135,8 +135,8 @@ def test_bad_buffers_get_errors_that_name_the_problem():
         training_rows("naive", data.with_columns(reward=pl.lit(float("-inf"))))
     with pytest.raises(ValueError, match="every reward is 0"):
         training_rows("rift", data.with_columns(reward=pl.lit(0.0)))
-    with pytest.raises(ValueError, match="no row has reward > 0"):
-        training_rows("rft", data.filter(pl.col("reward") < 0))
+    with pytest.raises(methods.NothingToTrain, match="none of the 8 samples is correct"):
+        training_rows("rft", data.filter(~pl.col("correct")))
     with pytest.raises(ValueError, match="'question' is null"):
         training_rows("sft", data.with_columns(question=pl.lit(None, pl.String)))
     with pytest.raises(ValueError, match="no row has a ground-truth 'solution'"):
@@ -149,7 +149,7 @@ def test_buffers_missing_one_side_train_with_a_note():
     rows, notes = training_rows("rift", buffer().filter(pl.col("reward") > 0))
     assert len(rows) == 8 and notes == ["no negative rewards: the run is reward-weighted NLL on the positives"]
     rows, notes = training_rows("rft", buffer())
-    assert len(rows) == 8 and (rows["reward"] > 0).all()
+    assert len(rows) == 8 and rows["correct"].all()
     rows, notes = training_rows("sft", pl.concat([buffer(), buffer()]).with_columns(
         solution=pl.when(pl.int_range(pl.len()) == 0).then(None).otherwise("solution")))
     assert len(rows) == 16 and notes == ["dropped 1 of 32 rows with no 'solution'"]  # row 16 repeats row 0

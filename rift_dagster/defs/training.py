@@ -20,7 +20,14 @@ def train(context, rift: RunProfile, pipes_client: dg.PipesClient, profile, meth
           data_path: Path, out_dir: Path) -> tuple[dict, list]:
     """Train one method out of process; the same `out_dir` resumes from its last checkpoint. Returns the
     child's metadata and checks."""
+    import polars as pl
+
     cfg = profile.train_config(method, model, str(out_dir))
+    spec = methods.get(method)
+    try:  # cheap, before any process starts: a buffer this method cannot learn from fails just this partition
+        spec.rows(pl.read_parquet(data_path), str(data_path), **spec.option_values(cfg))
+    except methods.NothingToTrain as e:
+        raise dg.Failure(description=f"{method} cannot train on this buffer: {e}", allow_retries=False) from None
     metadata, results = run_step(context, rift, pipes_client, "train",
                                  {"config": asdict(cfg), "data": str(data_path)}, distributed=True)
     if not (out_dir / "rift_run.json").exists():
