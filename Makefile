@@ -35,6 +35,8 @@ sql: setup
 bench: setup
 	$(PY) benchmarks/bench_memory.py
 	$(PY) benchmarks/bench_labelling.py
+	$(PY) benchmarks/bench_grading.py
+	$(PY) benchmarks/bench_generation.py
 	$(PY) benchmarks/bench_tiny_profile.py
 
 # Wheels (1.8 MB, pure Python) that benchmarks/gpu_check.sh installs offline on the GPU machine; carry gpu_wheels

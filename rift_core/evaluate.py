@@ -4,12 +4,14 @@ The Qwen2.5-Math suite reports only sample 0; we keep every sample's score. Prob
 answer math-verify cannot parse are never scored (they would count as wrong forever): `evaluate`
 prints how many and which, and records them in `n_excluded` / `excluded_ids`.
 """
+import contextlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
+from rift_core import locks
 from rift_core.metrics import mean_at_k, pass_at_k
 
 # Column headings and order of the paper's tables; other benchmarks follow in the order given.
@@ -38,7 +40,8 @@ def score_labels(labels: pl.DataFrame) -> tuple[list[str], list[list[bool]]]:
 
 def evaluate(model: str, benchmarks, k: int = 8, limit: int | None = None, seed: int = 0, gen=None,
              data_root: str = "../shared/data", out_dir: str | None = None, workers: int = 2,
-             timeout_s: float | None = None, on_progress=None, **gen_kwargs) -> pl.DataFrame:
+             timeout_s: float | None = None, on_progress=None, wait_for_lock: bool = False,
+             **gen_kwargs) -> pl.DataFrame:
     """Score `model` (a local path or hub id) on `benchmarks`: names for `data.load_problems` (seeded
     subsets of `limit` problems) or a dict name -> problems frame.
 
@@ -46,7 +49,8 @@ def evaluate(model: str, benchmarks, k: int = 8, limit: int | None = None, seed:
     GenerationConfig fields in `gen_kwargs` (max_new_tokens, backend, batch_size, ...) say otherwise;
     `k` and `seed` always win. `on_progress(stage=..., done=..., total=..., **metrics)` hears from sampling and
     grading as they advance (see generation / rewards). With `out_dir`, generation resumes from `<out_dir>/<benchmark>/rollouts`
-    and labels are kept in `<out_dir>/<benchmark>/labels.parquet`.
+    and labels are kept in `<out_dir>/<benchmark>/labels.parquet`; this process alone writes `out_dir` meanwhile
+    (locks.hold: another evaluation into it fails at once naming the holder, or with `wait_for_lock` waits).
 
     Returns one row per benchmark: model, benchmark, k, mean_at_k, pass_at_k, n_problems, n_excluded,
     excluded_ids, extraction_failure_rate (share of samples with no gradable answer), problem_ids and
@@ -63,29 +67,31 @@ def evaluate(model: str, benchmarks, k: int = 8, limit: int | None = None, seed:
     base = asdict(gen) if gen is not None else dict(PAPER_SAMPLING)
     cfg = GenerationConfig(**{**base, **gen_kwargs, "k": k, "seed": seed})
     rows = []
-    for name, problems in _load(benchmarks, limit, seed, data_root).items():
-        parses = check_references(problems["answer"].to_list(), workers, timeout_s)
-        excluded = problems.filter(~pl.Series(parses))["problem_id"].to_list()
-        if excluded:
-            shown = ", ".join(excluded[:20]) + (" ..." if len(excluded) > 20 else "")
-            print(f"{name}: {len(excluded)} of {problems.height} reference answers do not parse; excluded: {shown}", file=sys.stderr)
-        kept = problems.filter(pl.Series(parses))
-        if kept.height == 0:
-            raise ValueError(f"{name}: no problem with a parseable reference answer to score")
-        bench_dir = Path(out_dir) / name if out_dir else None
-        rollouts = generate_rollouts(kept, model, cfg, out_dir=str(bench_dir / "rollouts") if bench_dir else None,
-                                     on_progress=_named(on_progress, name))
-        labels = label_rollouts(rollouts, workers, timeout_s, on_progress=_named(on_progress, name))
-        if bench_dir:
-            write_parquet_atomic(labels, bench_dir / "labels.parquet")
-        ids, scores = score_labels(labels)
-        rows.append({
-            "model": str(model), "benchmark": name, "k": k,
-            "mean_at_k": mean_at_k(scores), "pass_at_k": pass_at_k(scores, k),
-            "n_problems": len(ids), "n_excluded": len(excluded), "excluded_ids": excluded,
-            "extraction_failure_rate": float((labels["status"] != "ok").mean()),
-            "problem_ids": ids, "scores": scores,
-        })
+    with locks.hold(out_dir, wait=wait_for_lock) if out_dir else contextlib.nullcontext():
+        for name, problems in _load(benchmarks, limit, seed, data_root).items():
+            parses = check_references(problems["answer"].to_list(), workers, timeout_s)
+            excluded = problems.filter(~pl.Series(parses))["problem_id"].to_list()
+            if excluded:
+                shown = ", ".join(excluded[:20]) + (" ..." if len(excluded) > 20 else "")
+                print(f"{name}: {len(excluded)} of {problems.height} reference answers do not parse; excluded: {shown}",
+                      file=sys.stderr)
+            kept = problems.filter(pl.Series(parses))
+            if kept.height == 0:
+                raise ValueError(f"{name}: no problem with a parseable reference answer to score")
+            bench_dir = Path(out_dir) / name if out_dir else None
+            rollouts = generate_rollouts(kept, model, cfg, out_dir=str(bench_dir / "rollouts") if bench_dir else None,
+                                         on_progress=_named(on_progress, name), wait_for_lock=wait_for_lock)
+            labels = label_rollouts(rollouts, workers, timeout_s, on_progress=_named(on_progress, name))
+            if bench_dir:
+                write_parquet_atomic(labels, bench_dir / "labels.parquet")
+            ids, scores = score_labels(labels)
+            rows.append({
+                "model": str(model), "benchmark": name, "k": k,
+                "mean_at_k": mean_at_k(scores), "pass_at_k": pass_at_k(scores, k),
+                "n_problems": len(ids), "n_excluded": len(excluded), "excluded_ids": excluded,
+                "extraction_failure_rate": float((labels["status"] != "ok").mean()),
+                "problem_ids": ids, "scores": scores,
+            })
     return pl.DataFrame(rows, schema_overrides={"excluded_ids": pl.List(pl.String), "scores": pl.List(pl.List(pl.Boolean))})
 
 
@@ -124,6 +130,8 @@ class EvaluateArgs:
     workers: int = field(default=2, metadata={"help": "Grading processes."})
     timeout_s: float | None = field(default=None, metadata={
         "help": "Grading deadline per response, seconds (default rewards.DEFAULT_TIMEOUT_S)."})
+    wait_for_lock: bool = field(default=False, metadata={
+        "help": "When another run is writing --out-dir, wait for it to finish instead of failing at once."})
 
 
 def main(argv: list[str]) -> None:
@@ -136,14 +144,15 @@ def main(argv: list[str]) -> None:
                            description="Mean@k / Pass@k of a model on math benchmarks (every generation field is a flag).")
     parser.set_defaults(max_new_tokens=4096)  # the paper's evaluation length
     args, gen = parser.parse_args_and_config(argv)
-    scores = evaluate(
-        args.model, [b.strip() for b in args.benchmarks.split(",") if b.strip()], k=gen.k, limit=args.limit,
-        seed=gen.seed, gen=gen, data_root=args.data_root, out_dir=args.out_dir, workers=args.workers,
-        timeout_s=args.timeout_s,
-    )
-    if args.out_dir:
-        path = write_parquet_atomic(scores, Path(args.out_dir) / "scores.parquet")
-        print(f"scores -> {path}", file=sys.stderr)
+    with locks.hold(args.out_dir, wait=args.wait_for_lock) if args.out_dir else contextlib.nullcontext():
+        scores = evaluate(
+            args.model, [b.strip() for b in args.benchmarks.split(",") if b.strip()], k=gen.k, limit=args.limit,
+            seed=gen.seed, gen=gen, data_root=args.data_root, out_dir=args.out_dir, workers=args.workers,
+            timeout_s=args.timeout_s,
+        )
+        if args.out_dir:
+            path = write_parquet_atomic(scores, Path(args.out_dir) / "scores.parquet")
+            print(f"scores -> {path}", file=sys.stderr)
     mean, pas = results_tables(scores)
     summary = scores.select("benchmark", "n_problems", "n_excluded", "extraction_failure_rate")
     sys.stdout.write(f"## Mean@{gen.k} (%)\n\n{to_markdown(mean)}\n\n## Pass@{gen.k} (%)\n\n{to_markdown(pas)}\n\n"

@@ -6,7 +6,6 @@ settings. A restarted run skips finished chunks. Each chunk is sampled from its 
 (seed, chunk index) — per problem for vLLM — so a resumed run returns exactly the rows of an
 uninterrupted one, and a folder made with other settings is refused rather than mixed.
 """
-import argparse
 import hashlib
 import json
 import os
@@ -33,18 +32,20 @@ MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "token
 
 @dataclass
 class GenerationConfig:
-    backend: str = "transformers"  # "transformers" (CPU/GPU) or "vllm" (GPU)
-    k: int = 8  # samples per problem
-    temperature: float = 0.7  # 0 = greedy
-    top_p: float = 0.8
-    max_new_tokens: int = 1024
-    seed: int = 0
-    batch_size: int = 256  # sequences per forward pass (transformers)
-    template: str = "qwen_cot"
-    template_kwargs: dict = field(default_factory=dict)  # e.g. {"enable_thinking": False} for Qwen3
-    chunk_problems: int = 64  # problems per resumable chunk file
-    dtype: str = "auto"  # "auto" (as saved), "float32", "bfloat16", "float16"
-    vllm_kwargs: dict = field(default_factory=dict)  # extra vllm.LLM(...) arguments
+    backend: str = field(default="transformers", metadata={"help": "transformers (CPU/GPU) or vllm (GPU)."})
+    k: int = field(default=8, metadata={"help": "Samples per problem."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature; 0 = greedy."})
+    top_p: float = field(default=0.8, metadata={"help": "Nucleus sampling mass."})
+    max_new_tokens: int = field(default=1024, metadata={"help": "Longest response, in tokens."})
+    seed: int = field(default=0, metadata={"help": "Seed of the chunk (vLLM: problem) sampling streams."})
+    batch_size: int = field(default=256, metadata={"help": "Sequences per forward pass (transformers)."})
+    template: str = field(default="qwen_cot", metadata={"help": "Prompt template: qwen_cot or plain."})
+    template_kwargs: dict = field(default_factory=dict, metadata={
+        "help": 'Chat-template arguments, JSON on the command line, e.g. {"enable_thinking": false} for Qwen3.'})
+    chunk_problems: int = field(default=64, metadata={"help": "Problems per resumable chunk file."})
+    dtype: str = field(default="auto", metadata={"help": "auto (as saved), float32, bfloat16 or float16."})
+    vllm_kwargs: dict = field(default_factory=dict, metadata={
+        "help": 'Extra vllm.LLM(...) arguments, JSON, e.g. {"tensor_parallel_size": 8}.'})
 
     def __post_init__(self):
         checks = {
@@ -394,42 +395,30 @@ def generate_rollouts(problems: pl.DataFrame, model: str, cfg: GenerationConfig 
     return pl.concat([done[i] for i in range(n_chunks)]) if done else pl.DataFrame(schema=ROLLOUT_SCHEMA)
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m rift_core generate",
-                                description="Sample K responses per problem; resumable chunks under --out.")
-    p.add_argument("--model", required=True, help="local model dir (or a hub id when online)")
-    p.add_argument("--problems", required=True, help="a load_problems source: known name, toy:<split>, file, hub id")
-    p.add_argument("--out", required=True, help="output folder (chunk files + manifest; rerun to resume)")
-    p.add_argument("--data-root", default="../shared/data")
-    p.add_argument("--limit", type=int, default=None, help="random subset of this many problems (drawn with --seed)")
-    p.add_argument("--skip-bad", action="store_true", help="skip (and report) bad problem rows")
-    for name in ("question_field", "answer_field", "solution_field", "answer_from_boxed", "id_field"):
-        p.add_argument(f"--{name.replace('_', '-')}", default=None, help="for problem files in other formats")
-    d = GenerationConfig()
-    p.add_argument("--backend", choices=("transformers", "vllm"), default=d.backend)
-    for name in ("k", "max_new_tokens", "seed", "batch_size", "chunk_problems"):
-        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
-    for name in ("temperature", "top_p"):
-        p.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
-    p.add_argument("--template", choices=("qwen_cot", "plain"), default=d.template)
-    p.add_argument("--template-kwargs", type=json.loads, default={}, help='JSON, e.g. \'{"enable_thinking": false}\'')
-    p.add_argument("--dtype", default=d.dtype, choices=("auto", "float32", "bfloat16", "float16"))
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    a = p.parse_args(argv)
-    from rift_core.data import load_problems
+@dataclass
+class GenerateArgs:
+    model: str = field(metadata={"help": "Local model dir (or a hub id when online)."})
+    problems: str = field(metadata={"help": "A load_problems source: known name, toy:<split>, file, hub id."})
+    out: str = field(metadata={"help": "Output folder (chunk files + manifest; rerun to resume)."})
+    data_root: str = field(default="../shared/data", metadata={"help": "Folder of the known data sets."})
+    limit: int | None = field(default=None, metadata={"help": "Random subset of this many problems (drawn with --seed)."})
+    skip_bad: bool = field(default=False, metadata={"help": "Skip (and report) bad problem rows."})
+    threads: int | None = field(default=None, metadata={"help": "torch CPU threads."})
 
+
+def main(argv: list[str] | None = None) -> None:
+    from rift_core.cli import config_parser
+    from rift_core.data import ProblemFormat, load_problems
+
+    parser = config_parser([GenerateArgs, GenerationConfig, ProblemFormat], prog="python -m rift_core generate",
+                           description="Sample K responses per problem; resumable chunks under --out.")
+    a, cfg, fmt = parser.parse_args_and_config(argv)
     if a.threads:
         import torch
 
         torch.set_num_threads(a.threads)
-    problems = load_problems(a.problems, data_root=a.data_root, limit=a.limit, seed=a.seed, skip_bad=a.skip_bad,
-                             question_field=a.question_field, answer_field=a.answer_field,
-                             solution_field=a.solution_field, answer_from_boxed=a.answer_from_boxed,
-                             id_field=a.id_field)
-    cfg = GenerationConfig(
-        backend=a.backend, k=a.k, temperature=a.temperature, top_p=a.top_p, max_new_tokens=a.max_new_tokens,
-        seed=a.seed, batch_size=a.batch_size, template=a.template, template_kwargs=a.template_kwargs,
-        chunk_problems=a.chunk_problems, dtype=a.dtype)
+    problems = load_problems(a.problems, data_root=a.data_root, limit=a.limit, seed=cfg.seed, skip_bad=a.skip_bad,
+                             fmt=fmt)
     rollouts = generate_rollouts(problems, a.model, cfg, out_dir=a.out)
     cut = (rollouts["finish_reason"] == "length").mean()
     print(f"{rollouts.height} rollouts for {problems.height} problems in {a.out} "

@@ -9,9 +9,11 @@ kto:       TRL KTOTrainer on unpaired responses labelled desirable when correct.
 
 Prompts are TRL conversational prompt/completion rows built with prompts.chat_messages, so the loss covers the
 response tokens only. Checkpoints go to `<output>.work/` and a rerun resumes from the last one; the finished
-model (HF model dir + tokenizer + rift_run.json) appears at `<output>` in one rename, never half-written.
+model (HF model dir + tokenizer + rift_run.json) appears at `<output>` in one rename, never half-written. One
+run writes an output at a time: `<output>.lock` (locks.py) is held from start to publish.
 Runs unchanged under `accelerate launch`.
 """
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -32,7 +34,7 @@ import polars as pl
 import torch
 from transformers import TrainerCallback
 
-from rift_core import methods
+from rift_core import locks, methods
 from rift_core.io import read_table
 from rift_core.losses import GRANULARITIES, fit_fused_head_to_cpu
 
@@ -85,13 +87,21 @@ class TrainConfig:
 
 
 def train(cfg: TrainConfig, data: pl.DataFrame | str | os.PathLike, callbacks=(),
-          on_progress: Callable | None = None) -> dict:
+          on_progress: Callable | None = None, wait_for_lock: bool = False) -> dict:
     """Train, write the checkpoint to cfg.output_dir, return the run summary (also saved as rift_run.json).
 
     `data` is a frame or a Parquet/JSONL path with the method's columns (methods.py). `callbacks` are extra
     transformers TrainerCallbacks. `on_progress(stage="train", done=, total=, loss=, learning_rate=,
     samples_per_s=, epoch=)` is called on each trainer log, on the main process only; the caller throttles.
+
+    The main process holds the output's lock (locks.hold) for the whole run, over `<output>.work/` and `<output>`:
+    a second run on the same output fails at once naming the holder, or with `wait_for_lock` waits for it.
     """
+    with locks.hold(cfg.output_dir, wait=wait_for_lock) if _state().is_main_process else contextlib.nullcontext():
+        return _train(cfg, data, callbacks, on_progress)
+
+
+def _train(cfg: TrainConfig, data, callbacks, on_progress) -> dict:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -104,7 +114,7 @@ def train(cfg: TrainConfig, data: pl.DataFrame | str | os.PathLike, callbacks=()
     frame = read_table(data) if isinstance(data, (str, os.PathLike)) else data
     rows, notes = method.rows(frame, source, **method.option_values(cfg))
     for note in notes:
-        warnings.warn(f"{source}: {note}", stacklevel=2)
+        warnings.warn(f"{source}: {note}", stacklevel=3)  # the caller of train()
     data_hash = hashlib.sha256(rows.write_csv().encode()).hexdigest()[:16]
     dataset = Dataset.from_list([method.record(row, cfg.template, cfg.template_kwargs)
                                  for row in rows.iter_rows(named=True)])
@@ -337,11 +347,13 @@ def _peak_memory() -> dict:
 @dataclass
 class _Data:
     data: str = field(metadata={"help": "Parquet or JSONL file (or folder of Parquet parts) with the method's columns."})
+    wait_for_lock: bool = field(default=False, metadata={
+        "help": "When another run is writing --output, wait for it to finish instead of failing at once."})
 
 
 def main(argv: list[str]) -> None:
     cfg, args = _parser().parse_args_and_config(argv)
-    summary = train(cfg, args.data)
+    summary = train(cfg, args.data, wait_for_lock=args.wait_for_lock)
     if _state().is_main_process:
         json.dump({k: v for k, v in summary.items() if k != "loss_history"}, sys.stdout, indent=1)
         print()

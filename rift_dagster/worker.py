@@ -5,8 +5,13 @@ Its parameters arrive as Pipes extras built from the typed profile, `{"step": "t
 "evaluate", ...}`; it streams progress to the run's log while it works and reports the materialisation's
 metadata and asset checks itself. It imports `dagster_pipes` (dependency-free), never `dagster`, so it runs
 wherever rift_core runs, `accelerate launch` included: there only rank 0 talks to Dagster.
+
+Each step holds the lock of what it writes (rift_core.locks) for its whole length, in this process, so a child
+whose Dagster run process was killed keeps it until it ends; the lock's owner record names the run, which rift_core
+reads from $RIFT_RUN_ID (set here from the Pipes context). `wait_for_lock` in the extras queues behind a holder.
 """
 import base64
+import contextlib
 import io
 import os
 import time
@@ -70,17 +75,46 @@ def loss_figure(losses: list[float], title: str):
 # ------------------------------------------------------------------------------------------------- steps
 
 
+def writing(target, extras: dict, log):
+    """Hold the lock of an output this step writes (rift_core.locks.hold); on rank 0 only, as the other ranks of
+    an `accelerate launch` work for the same run."""
+    from rift_core import locks
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return contextlib.nullcontext()
+    return locks.hold(target, wait=extras.get("wait_for_lock", False), log=log)
+
+
+@contextlib.contextmanager
+def run_id_env(run_id: str | None):
+    """$RIFT_RUN_ID = the Dagster run this step works for, while it runs: the locks' owner records name it."""
+    from rift_core.locks import RUN_ID_ENV
+
+    previous = os.environ.get(RUN_ID_ENV)
+    if run_id:
+        os.environ[RUN_ID_ENV] = run_id
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(RUN_ID_ENV, None)
+        else:
+            os.environ[RUN_ID_ENV] = previous
+
+
 def train_step(extras: dict, log, report) -> None:
     from rift_core.trainer import TrainConfig, train
 
     cfg = TrainConfig(**extras["config"])
-    log(f"training {cfg.method} on {extras['data']} -> {cfg.output_dir}")
-    run = train(cfg, extras["data"], on_progress=progress_logger(log))
-    if report is None:
-        return
-    losses = run.get("loss_history") or []
-    fig = loss_figure(losses, f"{cfg.method}: loss per step")
-    fig.savefig(Path(cfg.output_dir) / "loss_curve.png", dpi=90, bbox_inches="tight")  # beside the weights
+    with writing(cfg.output_dir, extras, log):  # its work dir, the checkpoint and the loss curve beside it
+        log(f"training {cfg.method} on {extras['data']} -> {cfg.output_dir}")
+        run = train(cfg, extras["data"], on_progress=progress_logger(log),
+                    wait_for_lock=extras.get("wait_for_lock", False))
+        if report is None:
+            return
+        losses = run.get("loss_history") or []
+        fig = loss_figure(losses, f"{cfg.method}: loss per step")
+        fig.savefig(Path(cfg.output_dir) / "loss_curve.png", dpi=90, bbox_inches="tight")  # beside the weights
     scalars = {k: v for k, v in run.items() if isinstance(v, (int, float, str, bool)) and v is not None}
     report.report_asset_materialization(metadata={
         "path": path(cfg.output_dir),
@@ -111,11 +145,12 @@ def generate_step(extras: dict, log, report) -> None:
     from rift_core.io import write_parquet_atomic
 
     start = time.time()
-    log(f"sampling from {extras['model']}; resumable chunks in {extras['chunks']}")
-    out = generate_rollouts(pl.read_parquet(extras["problems"]), extras["model"],
-                            GenerationConfig(**extras["config"]), out_dir=extras["chunks"],
-                            on_progress=progress_logger(log))
-    write_parquet_atomic(out, extras["output"])
+    with writing(extras["output"], extras, log):  # the chunk folder: generate_rollouts holds it
+        log(f"sampling from {extras['model']}; resumable chunks in {extras['chunks']}")
+        out = generate_rollouts(pl.read_parquet(extras["problems"]), extras["model"],
+                                GenerationConfig(**extras["config"]), out_dir=extras["chunks"],
+                                on_progress=progress_logger(log), wait_for_lock=extras.get("wait_for_lock", False))
+        write_parquet_atomic(out, extras["output"])
     if report is not None:
         report.report_asset_materialization(metadata=rollout_metadata(out, extras["output"], time.time() - start))
 
@@ -130,9 +165,11 @@ def evaluate_step(extras: dict, log, report) -> None:
     start = time.time()
     bench = {name: pl.read_parquet(f) for name, f in extras["benchmarks"].items()}
     gen = GenerationConfig(**extras["config"])
-    scores = evaluate(extras["model"], bench, k=gen.k, seed=gen.seed, gen=gen, out_dir=extras["out_dir"],
-                      workers=extras["workers"], timeout_s=extras["timeout_s"], on_progress=progress_logger(log))
-    write_parquet_atomic(scores, extras["output"])
+    with writing(extras["out_dir"], extras, log):  # its chunks, labels and the scores file in it
+        scores = evaluate(extras["model"], bench, k=gen.k, seed=gen.seed, gen=gen, out_dir=extras["out_dir"],
+                          workers=extras["workers"], timeout_s=extras["timeout_s"], on_progress=progress_logger(log),
+                          wait_for_lock=extras.get("wait_for_lock", False))
+        write_parquet_atomic(scores, extras["output"])
     if report is None:
         return
     summary = scores.select("benchmark", "k", "mean_at_k", "pass_at_k", "n_problems", "extraction_failure_rate")
@@ -155,7 +192,8 @@ def run(extras: dict, pipes=None) -> None:
     if step not in STEPS:
         raise ValueError(f"unknown step {step!r}; expected one of {', '.join(STEPS)}")
     log = pipes.log.info if pipes is not None else (lambda line: print(line, flush=True))
-    STEPS[step](extras, log, pipes)
+    with run_id_env(pipes.run_id if pipes is not None else None):
+        STEPS[step](extras, log, pipes)
 
 
 def run_in_process(bootstrap_env: dict) -> None:

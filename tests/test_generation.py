@@ -272,3 +272,20 @@ def test_on_progress_reports_samples_and_rates_and_counts_reused_chunks(tiny_mod
                       on_progress=lambda **kw: calls.append(kw))
     assert [c["done"] for c in calls] == [6, 8, 10]  # the reused chunks count as done from the start
     assert calls[0]["chunks_done"] == 2
+
+
+def test_generate_cli_reads_a_file_in_an_unseen_format(tiny_model, tmp_path, capsys):
+    """Every GenerationConfig and ProblemFormat field is a flag: a question split over two fields and a nested
+    numeric answer load without rewriting the file."""
+    from rift_core.generation import main
+
+    src = tmp_path / "mine.jsonl"
+    src.write_text("".join(json.dumps({"Body": f"Tom has {i} pears.", "Query": "How many?", "meta": {"gold": i}}) + "\n"
+                           for i in range(3)))
+    out = tmp_path / "rollouts"
+    main(["--model", str(tiny_model), "--problems", str(src), "--out", str(out), "--k", "1", "--max_new_tokens", "2",
+          "--question_field", "{Body} {Query}", "--answer_field", "meta.gold", "--threads", "1"])
+    rows = read_table(out).sort("problem_id")
+    assert rows["question"].to_list() == [f"Tom has {i} pears. How many?" for i in range(3)]
+    assert rows["answer"].to_list() == ["0", "1", "2"]
+    assert "3 rollouts for 3 problems" in capsys.readouterr().out

@@ -10,7 +10,7 @@ from rift_core.stats import to_markdown
 from rift_dagster.defs import checks
 from rift_dagster.defs.generation import sample
 from rift_dagster.defs.problems import seed_problems
-from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash
+from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash, writing
 from rift_dagster.defs.rewards import label, label_metadata, short_models
 from rift_dagster.defs.training import checkpoints, train
 
@@ -68,9 +68,10 @@ def round_labels(context: dg.AssetExecutionContext, rift: RunProfile, storage: R
     key = context.partition_key
     p = rift.load()
     start = time.time()
-    roll = pl.read_parquet(round_dir(storage, p, key) / "rollouts.parquet")
-    labels = label(context, rift, p, roll)
-    path = storage.write(labels, p.name, f"rounds/round={key}/labels.parquet")
+    with writing(context, rift, round_dir(storage, p, key) / "labels.parquet"):
+        roll = pl.read_parquet(round_dir(storage, p, key) / "rollouts.parquet")
+        labels = label(context, rift, p, roll)
+        path = storage.write(labels, p.name, f"rounds/round={key}/labels.parquet")
     storage.record_run(context, p.name, path=path, buffer_hash=file_hash(path))
     storage.publish_views(p.name)
     yield dg.MaterializeResult(metadata={

@@ -45,12 +45,15 @@ class RunProfile(dg.ConfigurableResource):
 
     `launcher` replaces `python` in front of `-m rift_dagster.worker` for the steps that can use several
     devices (training): e.g. ["accelerate", "launch", "--config_file", "configs/accelerate/ddp.yaml"].
+    `wait_for_lock`: a step whose output another run is writing waits for that run instead of failing at once
+    (rift_core.locks: one writer per output).
     """
 
     profile: str = "tiny"
     launcher: list[str] = []
     label_workers: int = 2
     label_timeout_s: float = DEFAULT_TIMEOUT_S
+    wait_for_lock: bool = False
 
     def load(self):
         from rift_core.profiles import load_profile
@@ -82,9 +85,18 @@ def run_step(context, rift: RunProfile, pipes_client: dg.PipesClient, step: str,
     metadata, its asset check results)."""
     command = rift.command(distributed)
     context.log.info(f"{step} step: {shlex.join(command)}")
-    reported = pipes_client.run(command=command, context=context, extras={"step": step, **params}).get_results()
+    extras = {"step": step, "wait_for_lock": rift.wait_for_lock, **params}
+    reported = pipes_client.run(command=command, context=context, extras=extras).get_results()
     metadata = {k: v for r in reported if isinstance(r, dg.MaterializeResult) for k, v in (r.metadata or {}).items()}
     return metadata, [r for r in reported if isinstance(r, dg.AssetCheckResult)]
+
+
+def writing(context, rift: RunProfile, path: Path):
+    """Hold the lock of an output this asset writes in its own process (rift_core.locks): one writer per output,
+    the owner record naming this run."""
+    from rift_core import locks
+
+    return locks.hold(path, wait=rift.wait_for_lock, run_id=context.run.run_id, log=context.log.info)
 
 
 def table_metadata(df) -> dict:

@@ -6,7 +6,7 @@ from rift_core.stats import to_markdown
 
 from rift_dagster.defs import checks
 from rift_dagster.defs.generation import rollouts
-from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash, table_metadata
+from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash, table_metadata, writing
 from rift_dagster.worker import progress_logger
 
 
@@ -53,9 +53,10 @@ def reward_labels(context: dg.AssetExecutionContext, rift: RunProfile, storage: 
     p = rift.load()
     root = storage.root(p.name)
     start = time.time()
-    roll = pl.read_parquet(root / "rollouts.parquet")
-    labels = label(context, rift, p, roll)
-    path = storage.write(labels, p.name, "labels.parquet")
+    with writing(context, rift, root / "labels.parquet"):
+        roll = pl.read_parquet(root / "rollouts.parquet")
+        labels = label(context, rift, p, roll)
+        path = storage.write(labels, p.name, "labels.parquet")
     digest = file_hash(path)
     storage.record_run(context, p.name, path=path, buffer_hash=digest, rollouts_hash=file_hash(root / "rollouts.parquet"))
     storage.publish_views(p.name)
