@@ -16,6 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
+from rift_core import locks
 from rift_core.io import write_parquet_atomic
 from rift_core.prompts import render_prompt
 
@@ -321,16 +322,24 @@ def _check_manifest(out_dir: Path, manifest: dict) -> None:
 
 def generate_rollouts(problems: pl.DataFrame, model: str, cfg: GenerationConfig | None = None,
                       out_dir: str | os.PathLike | None = None, progress: bool = True,
-                      on_progress: Callable | None = None) -> pl.DataFrame:
+                      on_progress: Callable | None = None, wait_for_lock: bool = False) -> pl.DataFrame:
     """The rollouts frame: `cfg.k` samples for every problem (columns in docs/ARCHITECTURE.md).
 
     With `out_dir`, chunks already there (same model, settings and problems) are reused and the others
-    written as they finish, so an interrupted call resumes.
+    written as they finish, so an interrupted call resumes. This process alone writes `out_dir` meanwhile
+    (locks.hold): another call on it fails at once naming the holder, or with `wait_for_lock` waits for it.
 
     `progress` shows a tqdm bar. `on_progress(stage="generate", done=, total=, tokens_per_s=,
     samples_per_s=, chunks_done=, chunks_total=)` is called (keywords only) after each sampled batch
     (vLLM: each chunk) and once up front; done / total count samples, those of reused chunks included.
     """
+    if out_dir is None:
+        return _generate_rollouts(problems, model, cfg, None, progress, on_progress)
+    with locks.hold(out_dir, wait=wait_for_lock):
+        return _generate_rollouts(problems, model, cfg, out_dir, progress, on_progress)
+
+
+def _generate_rollouts(problems, model, cfg, out_dir, progress, on_progress) -> pl.DataFrame:
     import time
 
     from tqdm import tqdm
@@ -404,6 +413,8 @@ class GenerateArgs:
     limit: int | None = field(default=None, metadata={"help": "Random subset of this many problems (drawn with --seed)."})
     skip_bad: bool = field(default=False, metadata={"help": "Skip (and report) bad problem rows."})
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads."})
+    wait_for_lock: bool = field(default=False, metadata={
+        "help": "When another run is writing --out, wait for it to finish instead of failing at once."})
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -419,7 +430,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(a.threads)
     problems = load_problems(a.problems, data_root=a.data_root, limit=a.limit, seed=cfg.seed, skip_bad=a.skip_bad,
                              fmt=fmt)
-    rollouts = generate_rollouts(problems, a.model, cfg, out_dir=a.out)
+    rollouts = generate_rollouts(problems, a.model, cfg, out_dir=a.out, wait_for_lock=a.wait_for_lock)
     cut = (rollouts["finish_reason"] == "length").mean()
     print(f"{rollouts.height} rollouts for {problems.height} problems in {a.out} "
           f"(mean {rollouts['num_tokens'].mean():.1f} tokens, {cut:.1%} cut at --max-new-tokens)")
