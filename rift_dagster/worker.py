@@ -192,8 +192,15 @@ def run(extras: dict, pipes=None) -> None:
     if step not in STEPS:
         raise ValueError(f"unknown step {step!r}; expected one of {', '.join(STEPS)}")
     log = pipes.log.info if pipes is not None else (lambda line: print(line, flush=True))
+    from rift_core.locks import OutputLocked
+
     with run_id_env(pipes.run_id if pipes is not None else None):
-        STEPS[step](extras, log, pipes)
+        try:
+            STEPS[step](extras, log, pipes)
+        except OutputLocked as e:  # in the run's log as an error, not only in the child's traceback
+            if pipes is not None:
+                pipes.log.error(str(e))
+            raise
 
 
 def run_in_process(bootstrap_env: dict) -> None:
