@@ -1,14 +1,15 @@
 """Train (or reuse) a profile's toy base policy and measure where it sits: the calibration check.
 
-Prints the training time, greedy accuracy, and, with the profile's K / temperature / top-p on its seed
-problems, the share of positive samples (%Pos, paper Table 1) and of problems whose K samples mix
-correct and incorrect answers (%Mixed, paper Table 4); the target regime is %Mixed >= 50% and
-%Pos in 30-80%. Grading is exact match of the last \\boxed{} number (the pipeline uses math-verify).
+The policy trains until a check on the held-out `toy:calibration` split is inside the profile's target
+(toy.ToyConfig: target_pos, target_mixed_min); this prints the calibration record (step reached, %Pos /
+%Mixed at that check, torch version and threads), the training time, greedy accuracy, and, with the
+profile's K / temperature / top-p on its seed problems, the share of positive samples (%Pos, paper
+Table 1) and of problems whose K samples mix correct and incorrect answers (%Mixed, paper Table 4).
+Grading is exact match of the last \\boxed{} number (the pipeline uses math-verify).
 
     .venv/bin/python benchmarks/bench_base_policy.py --profile tiny --threads 1
 """
 import argparse
-import re
 import sys
 import tempfile
 import time
@@ -22,12 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from rift_core import toy  # noqa: E402
 from rift_core.profiles import load_profile  # noqa: E402
 
-BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
-
-
-def boxed(text: str) -> str | None:
-    found = BOXED.findall(text)
-    return found[-1].strip() if found else None
+boxed = toy.last_boxed
 
 
 def sample(path, seeds: pl.DataFrame, **gen) -> tuple[list[str], float, float]:
@@ -78,8 +74,17 @@ def main() -> None:
     print(f"greedy, {n} problems: {greedy_s:.1f} s wall, {greedy_cpu:.1f} s CPU")
     print(f"sampled, {n} x K={k} at T={gen['temperature']}, top_p={gen['top_p']}: {sample_s:.1f} s wall, "
           f"{sample_cpu:.1f} s CPU ({n * k / sample_cpu:.1f} sequences per CPU second)")
+    cfg = prof.toy_config()
+    lo, hi = cfg.target_pos
+    calib = toy.read_calibration(path)
+    if calib:
+        stop = (f"%Pos {calib['pos']:.1%} %Mixed {calib['mixed']:.1%} on {calib['check_problems']} calibration "
+                f"problems" if calib.get("calibrated") else "fixed step count, no calibration")
+        print(f"calibration: step {calib['step']}, {stop}; torch {calib['torch_version']}, "
+              f"{calib['threads']} thread(s), trained in {calib.get('train_seconds')} s")
     print(f"greedy accuracy {frame['greedy'].mean():.1%}   %Pos {frame['pos'].mean():.1%}   "
-          f"%Mixed {frame['mixed'].mean():.1%}   (target: %Mixed >= 50%, %Pos 30-80%)")
+          f"%Mixed {frame['mixed'].mean():.1%}   (target: %Mixed >= {cfg.target_mixed_min:.0%}, "
+          f"%Pos {lo:.0%}-{hi:.0%}; seed split, {n} problems)")
     by = frame.group_by("steps").agg(pl.len().alias("problems"), pl.col("greedy", "pos", "mixed").mean()).sort("steps")
     print(by)
 

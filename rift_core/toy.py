@@ -51,11 +51,23 @@ SPLITS = {
     "id": Difficulty(steps=(2, 3), **_NUMBERS),  # in-distribution benchmark
     "ood_steps": Difficulty(steps=(4, 5), **_NUMBERS),
     "ood_numbers": Difficulty(steps=(2, 3), max_number=50, max_value=150, distractors=(0, 0, 1)),
+    # 2-3 step problems like `seed`, held out for the base policy's calibration (train_base_policy) only
+    "calibration": Difficulty(steps=(2, 3), **_NUMBERS),
 }
-DEFAULT_SIZES = {"warmup": 50_000, "seed": 2_000, "id": 500, "ood_steps": 500, "ood_numbers": 500}
+DEFAULT_SIZES = {"warmup": 50_000, "seed": 2_000, "id": 500, "ood_steps": 500, "ood_numbers": 500,
+                 "calibration": 500}
 # Every question hashes to one of 100 buckets and each split owns a disjoint range of them, so no two
-# splits can share a problem whatever their seeds or sizes.
-BUCKETS = {"warmup": (0, 60), "seed": (60, 75), "id": (75, 85), "ood_steps": (85, 93), "ood_numbers": (93, 100)}
+# splits can share a problem whatever their seeds or sizes. `calibration` took its 3 buckets from the end
+# of `warmup` (0-60 before), so the seed and benchmark splits kept their problems.
+BUCKETS = {"warmup": (0, 57), "calibration": (57, 60), "seed": (60, 75), "id": (75, 85), "ood_steps": (85, 93),
+           "ood_numbers": (93, 100)}
+BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
+
+
+def last_boxed(text: str) -> str | None:
+    """The content of the last \\boxed{} in `text` (the toy answers are integers: exact match grades them)."""
+    found = BOXED.findall(text)
+    return found[-1].strip() if found else None
 
 
 def _digest(text: str) -> str:
@@ -167,15 +179,98 @@ def build_tokenizer(out_dir: str | os.PathLike):
 
 @dataclass
 class ToyConfig:
+    """Base-policy settings; all of them (and the warm-up text) make the policy's cache key.
+
+    The policy trains until it enters the regime the paper targets, measured every `check_every` steps
+    (from `min_steps` on) by sampling `check_k` answers to each of `check_problems` problems of the held-out
+    `calibration` split: it stops at the first check with %Pos within `target_pos` and %Mixed >=
+    `target_mixed_min`, and fails after `max_steps`. A fixed step count sits on a knife edge where float
+    noise (CPU kernels, thread count) decides the regime (benchmarks/results/tiny.md).
+    """
+
     hidden: int = 128
     layers: int = 4
     heads: int = 4
-    steps: int = 600  # optimizer steps on the warm-up split; more makes the policy too sure for mixed groups
     batch: int = 32
     lr: float = 2e-3
-    n_warmup: int = 32_000  # warm-up problems (more than steps x batch: none is seen twice)
+    n_warmup: int = 32_000  # warm-up problems (when steps reached x batch is below this, none is seen twice)
     seed: int = 0
     bf16: bool = True  # bf16 autocast: measured 1.2x faster than fp32 on this CPU
+    target_pos: tuple[float, float] = (0.35, 0.65)  # share of correct samples, inclusive bounds
+    target_mixed_min: float = 0.55  # share of problems whose samples are neither all right nor all wrong
+    check_every: int = 25
+    min_steps: int = 0  # no check before this step (an untrained policy is far from the target)
+    max_steps: int = 1500  # give up (CalibrationError) when no check up to here is inside the target
+    check_problems: int = 64
+    check_k: int = 8  # K, temperature, top-p and length of the check: those the profile's rollouts use
+    check_temperature: float = 0.7
+    check_top_p: float = 1.0
+    check_max_new_tokens: int = 96
+    steps: int = 0  # > 0: train exactly this many steps, with no calibration (tests, uncalibrated policies)
+
+    def __post_init__(self):
+        self.target_pos = tuple(float(x) for x in self.target_pos)
+        lo, hi = self.target_pos if len(self.target_pos) == 2 else (1, 0)
+        checks = {"target_pos": 0 <= lo <= hi <= 1, "target_mixed_min": 0 <= self.target_mixed_min <= 1,
+                  "check_every": self.check_every >= 1, "max_steps": self.max_steps >= 1,
+                  "check_problems": self.check_problems >= 1, "check_k": self.check_k >= 1, "steps": self.steps >= 0}
+        bad = [f"{name}={getattr(self, name)!r}" for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"invalid ToyConfig: {', '.join(bad)}")
+
+
+class CalibrationError(RuntimeError):
+    """The base policy never entered the target regime within its step budget."""
+
+
+def in_target(pos: float, mixed: float, cfg: ToyConfig) -> bool:
+    lo, hi = cfg.target_pos
+    return lo <= pos <= hi and mixed >= cfg.target_mixed_min
+
+
+def train_to_target(advance, measure, cfg: ToyConfig, on_check=None) -> dict:
+    """Call `advance(n)` (train n more steps) and, every `cfg.check_every` steps from `cfg.min_steps` on,
+    `measure(step) -> (pos, mixed)`; stop at the first check inside the target.
+
+    Returns {"step", "pos", "mixed", "checks": [{"step", "pos", "mixed"}, ...]}; raises CalibrationError
+    once `cfg.max_steps` steps are done without a check inside the target.
+    """
+    checks, step = [], 0
+    first = max(cfg.check_every, cfg.min_steps)
+    while step < cfg.max_steps:
+        nxt = first if step < first else step + cfg.check_every
+        nxt = min(nxt, cfg.max_steps)
+        advance(nxt - step)
+        step = nxt
+        pos, mixed = measure(step)
+        checks.append({"step": step, "pos": pos, "mixed": mixed})
+        if on_check is not None:
+            on_check(checks[-1])
+        if in_target(pos, mixed, cfg):
+            return {"step": step, "pos": pos, "mixed": mixed, "checks": checks}
+    lo, hi = cfg.target_pos
+    seen = "; ".join(f"step {c['step']}: %Pos {c['pos']:.1%} %Mixed {c['mixed']:.1%}" for c in checks)
+    raise CalibrationError(
+        f"toy base policy: no check inside the target (%Pos {lo:.0%}-{hi:.0%}, %Mixed >= {cfg.target_mixed_min:.0%}, "
+        f"{cfg.check_problems} calibration problems x K={cfg.check_k}) within max_steps={cfg.max_steps}. "
+        f"Checks: {seen or 'none'}. Raise max_steps, check more often (check_every), widen the target or "
+        "change lr / seed.")
+
+
+def measure_regime(model_dir: str | os.PathLike, cfg: ToyConfig) -> tuple[float, float]:
+    """(%Pos, %Mixed) as fractions of the policy in `model_dir` on the calibration split, sampled with the
+    pipeline's sampler (rift_core.generation) and graded by exact match of the last \\boxed{} number."""
+    from rift_core.generation import GenerationConfig, generate_rollouts
+
+    calib = problems("calibration", cfg.check_problems, cfg.seed)
+    gen = GenerationConfig(k=cfg.check_k, temperature=cfg.check_temperature, top_p=cfg.check_top_p,
+                           max_new_tokens=cfg.check_max_new_tokens, seed=cfg.seed, batch_size=512,
+                           chunk_problems=max(1, calib.height))
+    rollouts = generate_rollouts(calib, str(model_dir), gen, progress=False)
+    graded = rollouts.select("problem_id", correct=pl.Series([
+        last_boxed(r) == a for r, a in zip(rollouts["response"], rollouts["answer"])]))
+    per = graded.group_by("problem_id").agg(pl.col("correct").mean())["correct"]
+    return float(graded["correct"].mean()), float(((per > 0) & (per < 1)).mean())
 
 
 def _encode(tok, frame: pl.DataFrame) -> list[tuple[list[int], int]]:
@@ -198,11 +293,15 @@ def _batch(examples, pad_id):
     return ids, labels, (ids != pad_id).long()
 
 
-def train_base_policy(out_dir: str | os.PathLike, cfg: ToyConfig, progress: bool = True, save_at=()) -> Path:
+def train_base_policy(out_dir: str | os.PathLike, cfg: ToyConfig, progress: bool = True, save_at=(),
+                      measure=None) -> dict:
     """Train a Qwen2 from scratch on the warm-up split and save model + tokenizer to `out_dir`.
 
-    `save_at` lists steps after which to also save `out_dir/step-N` (to calibrate: with a constant rate,
-    the policy saved at step N equals the one trained with steps=N).
+    With `cfg.steps` > 0 it trains exactly that many steps; otherwise until a check is inside the target
+    (train_to_target; `measure(model_dir) -> (pos, mixed)`, default measure_regime). Returns the calibration
+    record (step reached, %Pos / %Mixed of that check, all checks, torch version and threads).
+    `save_at` lists steps after which to also save `out_dir/step-N` (with a constant rate, the policy saved
+    at step N equals the one trained for exactly N steps).
     """
     import torch
     from tqdm import tqdm
@@ -220,7 +319,8 @@ def train_base_policy(out_dir: str | os.PathLike, cfg: ToyConfig, progress: bool
     )
     model = Qwen2ForCausalLM(config)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.1, betas=(0.9, 0.98))
-    warm = min(25, max(1, cfg.steps // 10))
+    budget = cfg.steps or cfg.max_steps
+    warm = min(25, max(1, budget // 10))
     # Linear warm-up, then constant: the policy stops where a longer run would pass through, still unsure
     # (decaying the rate instead delayed the jump in arithmetic accuracy past the end of training).
 
@@ -230,27 +330,58 @@ def train_base_policy(out_dir: str | os.PathLike, cfg: ToyConfig, progress: bool
     gen = torch.Generator().manual_seed(cfg.seed)
     order = torch.randperm(len(data), generator=gen).tolist()
     model.train()
-    bar = tqdm(range(cfg.steps), desc="toy base policy", disable=not progress)
+    bar = tqdm(total=budget, desc="toy base policy", disable=not progress)
     per_epoch = max(1, len(data) // cfg.batch)
-    for step in bar:
-        if step and step % per_epoch == 0:
-            order = torch.randperm(len(data), generator=gen).tolist()
-        start = (step % per_epoch) * cfg.batch
-        ids, labels, mask = _batch([data[i] for i in order[start : start + cfg.batch]], tok.pad_token_id)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-        if step + 1 in save_at:
-            _save(model, tok, out_dir / f"step-{step + 1}")
+    state = {"step": 0, "order": order}
+
+    def advance(n: int) -> None:
+        for _ in range(n):
+            step = state["step"]
+            if step and step % per_epoch == 0:
+                state["order"] = torch.randperm(len(data), generator=gen).tolist()
+            start = (step % per_epoch) * cfg.batch
+            ids, labels, mask = _batch([data[i] for i in state["order"][start : start + cfg.batch]], tok.pad_token_id)
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if step % 50 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.update(1)
+            state["step"] = step + 1
+            if step + 1 in save_at:
+                _save(model, tok, out_dir / f"step-{step + 1}")
+
+    check_dir = out_dir / ".check"
+
+    def measure_at(step: int) -> tuple[float, float]:
+        _save(model, tok, check_dir)
+        with torch.random.fork_rng():  # sampling leaves the training's random state as it was
+            pos, mixed = (measure or measure_regime)(check_dir, cfg)
+        return pos, mixed
+
+    def on_check(c):
+        bar.write(f"toy base policy: step {c['step']}: %Pos {c['pos']:.1%} %Mixed {c['mixed']:.1%}")
+
+    record = {"torch_version": torch.__version__, "threads": torch.get_num_threads()}
+    try:
+        if cfg.steps:
+            advance(cfg.steps)
+            record.update(step=cfg.steps, pos=None, mixed=None, checks=[], calibrated=False)
+        else:
+            result = train_to_target(advance, measure_at, cfg, on_check if progress else None)
+            record.update(result, calibrated=True)
+    finally:
+        bar.close()
+        shutil.rmtree(check_dir, ignore_errors=True)
+    record.update(target_pos=list(cfg.target_pos), target_mixed_min=cfg.target_mixed_min,
+                  check_problems=cfg.check_problems, check_k=cfg.check_k)
     _save(model, tok, out_dir)
-    return out_dir
+    return record
 
 
 def _save(model, tok, path: Path) -> None:
@@ -258,6 +389,15 @@ def _save(model, tok, path: Path) -> None:
     model.generation_config.pad_token_id = tok.pad_token_id
     model.save_pretrained(path)
     tok.save_pretrained(path)
+
+
+CALIBRATION_FILE = "calibration.json"  # in the policy's folder: step, pos, mixed, checks, torch_version, threads
+
+
+def read_calibration(policy_dir: str | os.PathLike) -> dict | None:
+    """The calibration record ensure_base_policy left in `policy_dir` (None for a policy without one)."""
+    path = Path(policy_dir) / CALIBRATION_FILE
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def policy_key(cfg: ToyConfig) -> str:
@@ -282,8 +422,14 @@ def ensure_base_policy(out_dir: str | os.PathLike, progress: bool = True, **toy_
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     t0 = time.time()
-    train_base_policy(tmp, cfg, progress)
-    (tmp / "toy_config.json").write_text(json.dumps({**asdict(cfg), "train_seconds": round(time.time() - t0, 1)}))
+    try:
+        record = train_base_policy(tmp, cfg, progress)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    seconds = round(time.time() - t0, 1)
+    (tmp / "toy_config.json").write_text(json.dumps({**asdict(cfg), "train_seconds": seconds}))
+    (tmp / CALIBRATION_FILE).write_text(json.dumps({**record, "train_seconds": seconds}, indent=2))
     try:
         os.replace(tmp, final)  # atomic: a crash leaves no half-written policy under the final name
     except OSError:  # another process finished the same policy first

@@ -1,5 +1,6 @@
 import json
 import re
+from dataclasses import asdict
 
 import pytest
 from safetensors.torch import load_file
@@ -7,7 +8,7 @@ from safetensors.torch import load_file
 from rift_core import toy
 from rift_core.prompts import QWEN_MATH_COT_SYSTEM, render_prompt
 
-TINY = dict(hidden=32, layers=1, heads=2, steps=3, batch=4, n_warmup=64)
+TINY = dict(hidden=32, layers=1, heads=2, steps=3, batch=4, n_warmup=64)  # fixed steps: no calibration
 STEP = re.compile(r"(\d+) ([-+*]) (\d+) = (\d+)\.")
 
 
@@ -41,6 +42,95 @@ def test_splits_never_share_a_problem():
         for seed in (0, 1):
             for q in toy.problems(split, 1000 if split != "warmup" else 5000, seed=seed)["question"]:
                 assert seen.setdefault(q, split) == split, f"{q!r} in {seen[q]} and {split}"
+
+
+def test_calibration_split_is_held_out():
+    ranges = sorted(toy.BUCKETS.values())
+    assert set(toy.BUCKETS) == set(toy.SPLITS) == set(toy.DEFAULT_SIZES)
+    assert ranges[0][0] == 0 and ranges[-1][1] == 100  # every bucket belongs to exactly one split
+    assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(ranges, ranges[1:]))
+    calib = toy.problems("calibration", 300)
+    assert {toy.split_of(q) for q in calib["question"]} == {"calibration"}
+    others = {q for split in toy.SPLITS if split != "calibration" for q in toy.problems(split, 2000)["question"]}
+    assert not others & set(calib["question"])
+    assert max(s.count(" = ") for s in calib["solution"]) <= 3  # the rollouts' difficulty, like `seed`
+    # the splits the pipeline reads kept their problems when `calibration` took buckets from `warmup`
+    assert toy.BUCKETS["seed"] == (60, 75) and toy.BUCKETS["warmup"] == (0, 57)
+
+
+def _stop_rule(measured: dict, **cfg):
+    """Run train_to_target with a fake measure: `measured` maps step -> (pos, mixed)."""
+    cfg = toy.ToyConfig(**{"target_pos": (0.35, 0.65), "target_mixed_min": 0.55, **cfg})
+    trained, asked = [], []
+
+    def measure(step):
+        asked.append(step)
+        return measured.get(step, (0.0, 0.0))
+
+    return cfg, trained, asked, lambda: toy.train_to_target(trained.append, measure, cfg)
+
+
+def test_stop_rule_stops_at_the_first_check_inside_the_target():
+    measured = {100: (0.2, 0.6), 125: (0.7, 0.6), 150: (0.5, 0.5), 175: (0.4, 0.6), 200: (0.5, 0.7)}
+    cfg, trained, asked, run = _stop_rule(measured, check_every=25, min_steps=100, max_steps=1000)
+    result = run()
+    assert (result["step"], result["pos"], result["mixed"]) == (175, 0.4, 0.6)
+    assert asked == [100, 125, 150, 175] and trained == [100, 25, 25, 25]  # no check before min_steps
+    assert [c["step"] for c in result["checks"]] == asked
+    # the bounds are inclusive
+    assert _stop_rule({50: (0.35, 0.55)}, check_every=50, max_steps=100)[3]()["step"] == 50
+    assert toy.in_target(0.65, 0.55, cfg) and not toy.in_target(0.66, 0.9, cfg) and not toy.in_target(0.5, 0.54, cfg)
+
+
+def test_stop_rule_gives_up_after_the_step_budget():
+    cfg, trained, asked, run = _stop_rule({25: (0.1, 0.3), 50: (0.9, 0.1)}, check_every=25, max_steps=60)
+    with pytest.raises(toy.CalibrationError, match=r"max_steps=60.*step 25: %Pos 10.0% %Mixed 30.0%.*step 50"):
+        run()
+    assert asked == [25, 50, 60] and sum(trained) == 60  # the last check falls on the budget itself
+    with pytest.raises(ValueError, match="target_pos"):
+        toy.ToyConfig(target_pos=(0.7, 0.3))
+
+
+def test_calibrated_training_records_its_check_and_is_undisturbed_by_it(tmp_path):
+    """The real measure (the pipeline's sampler on the calibration split) with a target any policy meets:
+    training stops at the first check, records it, and the weights equal a plain run of that many steps."""
+    import torch
+
+    calib = dict(TINY, steps=0, target_pos=(0.0, 1.0), target_mixed_min=0.0, check_every=2, max_steps=4,
+                 check_problems=2, check_k=2, check_max_new_tokens=8)
+    path = toy.ensure_base_policy(tmp_path / "c", progress=False, **calib)
+    record = toy.read_calibration(path)
+    assert record["calibrated"] and record["step"] == 2 and [c["step"] for c in record["checks"]] == [2]
+    assert 0 <= record["pos"] <= 1 and 0 <= record["mixed"] <= 1
+    assert record["torch_version"] == torch.__version__ and record["threads"] == torch.get_num_threads()
+    assert record["target_pos"] == [0.0, 1.0] and record["train_seconds"] >= 0
+    assert not (path / ".check").exists()
+    plain = toy.ensure_base_policy(tmp_path / "p", progress=False, **{**TINY, "steps": 2})
+    assert toy.read_calibration(plain)["calibrated"] is False
+    a, b = load_file(path / "model.safetensors"), load_file(plain / "model.safetensors")
+    assert all((a[k] == b[k]).all() for k in a)
+
+    with pytest.raises(toy.CalibrationError, match="max_steps=2"):
+        toy.ensure_base_policy(tmp_path / "f", progress=False, **{**calib, "target_pos": (1.0, 1.0),
+                                                                  "target_mixed_min": 1.0, "max_steps": 2})
+    assert not list((tmp_path / "f").iterdir())  # a failed calibration leaves nothing behind
+
+
+def test_smoke_policy_has_right_and_wrong_samples_on_its_seeds(tmp_path):
+    """The smoke profile trains until some samples are right and some wrong: RFT needs a right one, RIFT and
+    DPO a wrong one. Checked on the 12 seed problems its rollouts use, with its sampling settings."""
+    from rift_core.generation import generate_rollouts
+    from rift_core.profiles import load_profile
+
+    prof = load_profile("smoke")
+    cfg = prof.toy_config()
+    path = toy.ensure_base_policy(tmp_path, progress=False, **asdict(cfg))
+    record = toy.read_calibration(path)
+    assert record["calibrated"] and toy.in_target(record["pos"], record["mixed"], cfg)
+    seeds = toy.problems("seed", prof.n_seeds, prof.seed)
+    rollouts = generate_rollouts(seeds, str(path), prof.generation_config(), progress=False)
+    right = sum(toy.last_boxed(r) == a for r, a in zip(rollouts["response"], rollouts["answer"]))
+    assert 0 < right < rollouts.height, f"{right} of {rollouts.height} right"
 
 
 def test_difficulty_knobs_shape_the_ood_splits():
