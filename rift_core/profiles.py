@@ -91,7 +91,11 @@ class Profile(BaseModel):
         return ProblemFormat(**(_set(section) if section else {}))
 
     def toy_config(self) -> ToyConfig:
-        return ToyConfig(**_set(self.toy))
+        """The base-policy settings; its calibration samples as the rollouts do unless the section says otherwise."""
+        gen = self.generation_config()
+        sampling = {"check_k": gen.k, "check_temperature": gen.temperature, "check_top_p": gen.top_p,
+                    "check_max_new_tokens": gen.max_new_tokens}
+        return ToyConfig(**{**sampling, **_set(self.toy)})
 
     def generation_config(self, seed_offset: int = 0) -> GenerationConfig:
         """Rollout sampling; the profile's seed unless the section sets its own."""

@@ -471,7 +471,7 @@ def main(argv: list[str] | None = None) -> None:
         prof = load_profile(args.profile)
         if prof.base_model != "toy":
             raise SystemExit(f"{prof.source}: base_model is {prof.base_model!r}, not 'toy'; nothing to train")
-        print(ensure_base_policy(args.out or Path("data") / prof.name / "toy", **prof.toy))
+        print(ensure_base_policy(args.out or Path("data") / prof.name / "toy", **asdict(prof.toy_config())))
 
 
 if __name__ == "__main__":

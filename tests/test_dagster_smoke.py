@@ -6,6 +6,8 @@ import dagster as dg
 import duckdb
 import pytest
 
+from rift_core.profiles import load_profile
+
 from rift_dagster.demo import materialize_all
 from rift_dagster.defs.resources import file_hash
 from rift_dagster.defs.schedules import next_round
@@ -133,6 +135,10 @@ def test_table_assets_carry_their_column_schema_and_numbers_stay_numbers(smoke):
         schema = mats[table]["dagster/column_schema"].value
         assert schema.columns and all(c.name and c.type for c in schema.columns), table
     assert {"problem_id", "response", "reward"} <= {c.name for c in mats["reward_labels"]["dagster/column_schema"].value.columns}
+    calibration = mats["base_model"]
+    assert calibration["calibration/calibrated"].value is True and calibration["calibration/step"].value > 0
+    low, high = load_profile(PROFILE).toy_config().target_pos
+    assert low <= calibration["calibration/pos"].value <= high
     ckpt = mats["checkpoints"]
     assert isinstance(ckpt["run/final_loss"].value, float) and isinstance(ckpt["training_rows"].value, int)
     assert ckpt["loss_curve"].value.startswith("![loss curve](data:image/png;base64,")

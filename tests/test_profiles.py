@@ -103,7 +103,10 @@ def test_extends_merges_key_by_key(tmp_path):
     assert prof.name == "mine" and prof.rewards.r_neg == -0.5 and prof.rewards.r_pos == tiny.rewards.r_pos
     g = prof.generation_config()
     assert (g.k, g.temperature, g.max_new_tokens) == (4, 1.0, tiny.generation_config().max_new_tokens)
-    assert prof.toy_config() == tiny.toy_config() and prof.benchmarks == tiny.benchmarks
+    assert prof.benchmarks == tiny.benchmarks
+    # the base policy's calibration samples as the rollouts do: K and temperature follow `generation`
+    toy_cfg = prof.toy_config()
+    assert (toy_cfg.check_k, toy_cfg.check_temperature, toy_cfg.hidden) == (4, 1.0, tiny.toy_config().hidden)
 
 
 def test_extends_cycle_is_an_error(tmp_path):

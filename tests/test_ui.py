@@ -72,3 +72,19 @@ def test_materialisation_launched_from_the_ui_succeeds(dagster_dev, page, tmp_pa
         assert con.execute("SELECT count(*) FROM problems").fetchone()[0] > 0
     finally:
         con.close()
+
+
+def test_the_loss_curve_is_an_image_in_the_checkpoints_metadata(dagster_dev, page, tmp_path):  # noqa: F811
+    """A user opens checkpoints[rift] after training and sees the loss curve as a picture, not a table."""
+    for job, assets, tags in (("buffer_job", None, None), ("__ASSET_JOB", ["checkpoints"], {"dagster/partition": "rift"})):
+        run_id = dagster_dev.launch(job, assets, tags=tags)
+        assert dagster_dev.wait(run_id) == "SUCCESS", (dagster_dev.home.parent / "dagster_dev.log").read_text()[-3000:]
+    page.goto(dagster_dev.url + "/assets/checkpoints", wait_until="networkidle")
+    row = page.locator("tr", has_text="loss_curve").first
+    row.wait_for(timeout=30_000)
+    row.get_by_text("[Show Markdown]").click()
+    image = page.locator("img[src^='data:image/png']").first
+    image.wait_for(timeout=15_000)
+    page.screenshot(path=shots(tmp_path) / "loss_curve.png")
+    width, height = image.evaluate("e => [e.naturalWidth, e.naturalHeight]")
+    assert width > 200 and height > 100  # a decoded PNG, not a broken image

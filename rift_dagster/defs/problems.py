@@ -48,10 +48,13 @@ def base_model(context: dg.AssetExecutionContext, rift: RunProfile, storage: Rif
     project's own small arithmetic policy, trained once and reused until its settings change."""
     p = rift.load()
     start = time.time()
+    calibration = {}
     if p.base_model == "toy":
-        from rift_core.toy import ensure_base_policy
+        from rift_core.toy import ensure_base_policy, read_calibration
 
         path = str(ensure_base_policy(storage.root(p.name) / "base_model", **asdict(p.toy_config())))
+        calibration = {f"calibration/{k}": v for k, v in (read_calibration(path) or {}).items()
+                       if isinstance(v, (int, float, str, bool))}  # step reached, %Pos/%Mixed, torch, threads
     else:
         path = p.base_model
     digest = file_hash(path)
@@ -63,6 +66,7 @@ def base_model(context: dg.AssetExecutionContext, rift: RunProfile, storage: Rif
             "path": dg.MetadataValue.path(path),
             "base_model_hash": digest,
             "duration_s": round(time.time() - start, 2),
+            **calibration,
         },
         data_version=dg.DataVersion(digest),
     )
