@@ -1,7 +1,11 @@
-import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# One torch thread for the whole session: on a 2-core machine that also runs grading workers, servers and
+# subprocesses, two contended intra-op threads made training ~10x slower (measured under load: 191 s vs 19 s).
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = (REPO.parent / "shared" / "data").resolve()

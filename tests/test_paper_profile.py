@@ -8,15 +8,12 @@ import dagster as dg
 import duckdb
 import polars as pl
 import pytest
-import torch
 import yaml
 
 from rift_core import data
 from rift_core.methods import METHODS
 from rift_core.profiles import CONFIG_DIR, load_profile
 from rift_core.trainer import effective_accumulation
-
-torch.set_num_threads(1)  # the machine is shared
 
 VARIANTS = {  # profile -> what it sets on top of `paper` (paper Section 4.1, 4.3, Tables 1-5)
     "paper_qwen25_math_7b": {"base_model": "Qwen/Qwen2.5-Math-7B"},

@@ -1,5 +1,4 @@
 """Rollouts: K sampled responses per seed problem from the base model, sampled out of process (Pipes)."""
-import time
 from dataclasses import asdict
 from pathlib import Path
 

@@ -205,7 +205,6 @@ def write_json(path: Path, obj: dict) -> None:
     os.replace(tmp, path)
 
 
-
 def rift_resources(profile: str | None = None, data_dir: str | None = None, out_of_process: bool = True) -> dict:
     """The code location's resources; `profile` / `data_dir` default to $RIFT_PROFILE / $RIFT_DATA_DIR."""
     return {
