@@ -37,7 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_labelling import build_buffer  # noqa: E402
 
-from rift_core.rewards import (CHUNK_ROWS, DEFAULT_TIMEOUT_S, MAX_EXTRACTED_CHARS, _context,  # noqa: E402
+from rift_core.rewards import (CHUNK_ROWS, DEFAULT_TIMEOUT_S, MAX_EXTRACTED_CHARS, Recorder, _context,  # noqa: E402
                                _grade_parsed, _jobs, _pack, _parse, grade_jobs, wrap_gold)
 
 NESTED = "\\boxed{" + "{" * 3000 + "1" + "}" * 3000 + "}"  # math-verify takes ~40 s on it
@@ -193,27 +193,11 @@ def own_grade_jobs(jobs: list, n_rows: int, workers: int = 2, timeout_s: float |
     `on_progress(stage=desc, done=rows, total=rows, rows_per_s=, timeouts=)` is called as jobs finish
     (keywords only; every ~64 rows, so the caller throttles).
     """
-    from tqdm import tqdm
-
     timeout_s = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
-    results: list = [None] * n_rows
+    record = Recorder(jobs, n_rows, desc, on_progress)  # the same bookkeeping as grade_jobs
     todo = list(reversed(jobs))  # pop() from the end keeps the original order
-    total = sum(len(items) for _, groups in jobs for _, items in groups)
     ctx = _context()
     slots = [_Slot(ctx) for _ in range(max(1, min(workers, len(todo))))] if todo else []
-    bar = tqdm(total=total, desc=desc, unit="resp", disable=None)
-    state = {"done": 0, "timeouts": 0, "start": time.monotonic()}
-
-    def record(items, values):
-        for (idx, _), value in zip(items, values):
-            results[idx] = value
-            state["timeouts"] += value[2] == "timeout"
-        bar.update(len(items))
-        state["done"] += len(items)
-        if on_progress is not None:
-            elapsed = time.monotonic() - state["start"]
-            on_progress(stage=desc, done=state["done"], total=total,
-                        rows_per_s=state["done"] / elapsed if elapsed > 0 else None, timeouts=state["timeouts"])
 
     try:
         for slot in slots:
@@ -254,7 +238,7 @@ def own_grade_jobs(jobs: list, n_rows: int, workers: int = 2, timeout_s: float |
                     if todo:
                         slots[i].give(todo.pop())
     finally:
-        bar.close()
+        record.close()
         for slot in slots:
             try:
                 slot.conn.send(None)
@@ -265,7 +249,7 @@ def own_grade_jobs(jobs: list, n_rows: int, workers: int = 2, timeout_s: float |
             if slot.proc.is_alive():
                 slot.proc.kill()
                 slot.proc.join()
-    return results
+    return record.results
 
 
 CONTENDERS = {"own pool (removed)": run_own, "pebble jobs (grade_jobs now)": run_grade_jobs,

@@ -157,9 +157,6 @@ def deep_merge(base: dict, override: dict) -> dict:
 def load_profile(name_or_path: str) -> Profile:
     """Load `configs/<name>.yaml` or a YAML file path, failing with the file, section and key at fault."""
     path = profile_path(name_or_path)
-    if not path.exists() and not Path(name_or_path).suffix:
-        known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
-        raise FileNotFoundError(f"profile {name_or_path!r} not found at {path} (known profiles: {known})")
     raw = _raw(path)
     try:
         return Profile(**{**raw, "name": path.stem, "source": str(path)})

@@ -139,6 +139,34 @@ def _pack(groups: list, check_only: bool) -> list:
     return jobs
 
 
+class Recorder:
+    """Where graded rows land: `results[row]`, a tqdm bar on a terminal, and `on_progress(stage=desc, done=, total=,
+    rows_per_s=, timeouts=)` (keywords only, in the calling thread) each time rows are recorded."""
+
+    def __init__(self, jobs: list, n_rows: int, desc: str, on_progress: Callable | None):
+        from tqdm import tqdm
+
+        self.results: list = [None] * n_rows
+        self.total = sum(len(items) for _, groups in jobs for _, items in groups)
+        self.desc, self.on_progress = desc, on_progress
+        self.done, self.timeouts, self.start = 0, 0, time.monotonic()
+        self.bar = tqdm(total=self.total, desc=desc, unit="resp", disable=None)
+
+    def __call__(self, items: list, values: list) -> None:
+        for (idx, _), value in zip(items, values):
+            self.results[idx] = value
+            self.timeouts += value[2] == "timeout"
+        self.bar.update(len(items))
+        self.done += len(items)
+        if self.on_progress is not None:
+            elapsed = time.monotonic() - self.start
+            self.on_progress(stage=self.desc, done=self.done, total=self.total,
+                             rows_per_s=self.done / elapsed if elapsed > 0 else None, timeouts=self.timeouts)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def grade_jobs(jobs: list, n_rows: int, workers: int = 2, timeout_s: float | None = DEFAULT_TIMEOUT_S,
                desc: str = "label", on_progress: Callable | None = None) -> list:
     """Grade `jobs` (see `_jobs`) into a list of (correct, extracted, status) indexed by row. A
@@ -159,28 +187,12 @@ def grade_jobs(jobs: list, n_rows: int, workers: int = 2, timeout_s: float | Non
     from concurrent.futures import TimeoutError as FutureTimeout  # the builtin TimeoutError from Python 3.11
 
     from pebble import ProcessExpired, ProcessPool
-    from tqdm import tqdm
 
     timeout_s = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
-    results: list = [None] * n_rows
-    total = sum(len(items) for _, groups in jobs for _, items in groups)
-    bar = tqdm(total=total, desc=desc, unit="resp", disable=None)
-    state = {"done": 0, "timeouts": 0, "start": time.monotonic()}
-
-    def record(items, values):
-        for (idx, _), value in zip(items, values):
-            results[idx] = value
-            state["timeouts"] += value[2] == "timeout"
-        bar.update(len(items))
-        state["done"] += len(items)
-        if on_progress is not None:
-            elapsed = time.monotonic() - state["start"]
-            on_progress(stage=desc, done=state["done"], total=total,
-                        rows_per_s=state["done"] / elapsed if elapsed > 0 else None, timeouts=state["timeouts"])
-
+    record = Recorder(jobs, n_rows, desc, on_progress)
     if not jobs:
-        bar.close()
-        return results
+        record.close()
+        return record.results
     pool = ProcessPool(max_workers=max(1, min(workers, len(jobs))), context=_context())
     # future -> (stage, job): "job" (a whole job), "gold" (one gold of a job that failed, rows kept
     # for later), "row" (one row, its gold already known to parse)
@@ -223,8 +235,8 @@ def grade_jobs(jobs: list, n_rows: int, workers: int = 2, timeout_s: float | Non
         raise
     finally:
         pool.join()
-        bar.close()
-    return results
+        record.close()
+    return record.results
 
 
 def check_references(answers: list[str], workers: int = 2, timeout_s: float | None = DEFAULT_TIMEOUT_S,

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 # One torch thread for the whole session: on a 2-core machine that also runs grading workers, servers and
-# subprocesses, two contended intra-op threads made training ~10x slower (measured under load: 191 s vs 19 s).
+# subprocesses, two contended intra-op threads made training ~10x slower (bench_base_policy.py on a smoke-sized
+# policy while other jobs ran: 191 s with --threads 2, 19 s with --threads 1; one measurement).
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parent.parent
