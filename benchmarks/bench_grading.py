@@ -37,8 +37,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_labelling import build_buffer  # noqa: E402
 
-from rift_core.rewards import (CHUNK_ROWS, DEFAULT_TIMEOUT_S, MAX_EXTRACTED_CHARS, Recorder, _context,  # noqa: E402
-                               _grade_parsed, _jobs, _pack, _parse, grade_jobs, wrap_gold)
+from rift_core.rewards import (CHUNK_ROWS, DEFAULT_TIMEOUT_S, Recorder, _context,  # noqa: E402
+                               _gold_check, _grade_parsed, _parse_gold, _jobs, _pack, _parse, grade_jobs, wrap_gold)
 
 NESTED = "\\boxed{" + "{" * 3000 + "1" + "}" * 3000 + "}"  # math-verify takes ~40 s on it
 _GOLDS: dict = {}
@@ -135,13 +135,9 @@ def _worker(conn, progress) -> None:
         out, row = [], 0
         for gold, items in groups:
             progress[1], progress[2], progress[0] = time.monotonic(), 1, row
-            try:
-                gold_parsed = _parse(wrap_gold(gold)) if gold is not None else []
-            except Exception:
-                gold_parsed = []
+            gold_parsed = _parse_gold(gold)
             if check_only:
-                parsed = str(gold_parsed[-1])[:MAX_EXTRACTED_CHARS] if gold_parsed else None
-                out += [(bool(gold_parsed), parsed, "ok" if gold_parsed else "error")] * len(items)
+                out += [_gold_check(gold_parsed)] * len(items)
                 row += len(items)
                 continue
             for _, response in items:

@@ -86,16 +86,25 @@ def _grade_job(check_only: bool, groups: list) -> list:
     job only parses each gold: its rows get "ok" with the parsed gold as `extracted`, or "error"."""
     out = []
     for gold, items in groups:
-        try:
-            gold_parsed = _parse(wrap_gold(gold)) if gold is not None else []
-        except Exception:
-            gold_parsed = []
+        gold_parsed = _parse_gold(gold)
         if check_only:
-            parsed = str(gold_parsed[-1])[:MAX_EXTRACTED_CHARS] if gold_parsed else None
-            out += [(bool(gold_parsed), parsed, "ok" if gold_parsed else "error")] * len(items)
+            out += [_gold_check(gold_parsed)] * len(items)
         else:
             out += [_grade_parsed(gold_parsed, response) for _, response in items]
     return out
+
+
+def _parse_gold(gold: str | None) -> list:
+    try:
+        return _parse(wrap_gold(gold)) if gold is not None else []
+    except Exception:  # a reference that does not parse grades nothing correct; check_references reports it
+        return []
+
+
+def _gold_check(gold_parsed: list) -> tuple[bool, str | None, str]:
+    """A check_only row's result: "ok" with the parsed gold, or "error"."""
+    parsed = str(gold_parsed[-1])[:MAX_EXTRACTED_CHARS] if gold_parsed else None
+    return bool(gold_parsed), parsed, "ok" if gold_parsed else "error"
 
 
 def _context():
