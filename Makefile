@@ -5,7 +5,7 @@ STAMP   := $(VENV)/.installed
 PROFILE ?= tiny
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 
-.PHONY: setup browser test demo ui sql bench clean
+.PHONY: setup browser test demo results lr-sweep report ui sql bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,8 +23,21 @@ browser:
 test: setup browser
 	$(PY) -m pytest -q
 
+# one replicate seed, so a fresh machine sees the whole graph in minutes
 demo: setup
-	$(PY) -m rift_dagster.demo --profile $(PROFILE)
+	$(PY) -m rift_dagster.demo --profile $(PROFILE) --seeds 0
+
+# every replicate seed, Tables 2/3 with their spread and RIFT's intervals, and the collapse experiment (resumable)
+results: setup
+	$(PY) -m rift_dagster.demo --profile $(PROFILE) --protocols graph,collapse
+
+# the learning-rate sweep on the validation split (one seed); write the chosen rates into the profile
+lr-sweep: setup
+	$(PY) -m rift_dagster.demo --profile $(PROFILE) --protocols lr_sweep --seeds 0
+
+# every protocol and data/<profile>/report/README.md; smoke runs its steps in this process (seconds, not minutes)
+report: setup
+	$(PY) -m rift_dagster.demo --profile $(PROFILE) --protocols all $(if $(filter smoke,$(PROFILE)),--in-process)
 
 ui: setup
 	RIFT_PROFILE=$(PROFILE) $(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml

@@ -17,11 +17,7 @@ from pathlib import Path
 import dagster as dg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from rift_dagster.demo import materialize_all, tables  # noqa: E402
-from rift_dagster.defs.training import METHODS  # noqa: E402
-
-STAGES = [([name], [None]) for name in ("seed_problems", "benchmarks", "base_model", "rollouts", "reward_labels", "buffer_stats")]
-STAGES += [(["checkpoints"], METHODS), (["benchmark_scores"], ["base", *METHODS])]
+from rift_dagster.demo import BUFFER, all_steps, materialize_all, tables  # noqa: E402
 
 
 def main() -> None:
@@ -30,7 +26,9 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--reuse-base-policy", action="store_true")
     ap.add_argument("--in-process", action="store_true", help="no Pipes subprocesses (make demo uses them)")
+    ap.add_argument("--seeds", default="0", help="comma-separated replicate seeds (make demo runs seed 0)")
     args = ap.parse_args()
+    stages = [([name], [None]) for name in BUFFER] + all_steps([int(s) for s in args.seeds.split(",")])[1:]
     data = Path(args.data_dir or f"benchmarks/out/{args.profile}")
     root = data / Path(args.profile).stem
     if args.reuse_base_policy:
@@ -43,11 +41,11 @@ def main() -> None:
     times = []
     start = time.time()
     with dg.instance_for_test() as instance:
-        for selection, keys in STAGES:
+        for selection, keys in stages:
             for key in keys:
                 t0 = time.time()
                 materialize_all(args.profile, str(data), instance, steps=[(selection, [key])], out_of_process=not args.in_process)
-                times.append((selection[0] + (f"[{key}]" if key else ""), time.time() - t0))
+                times.append((selection[0] + (f"[{', '.join(key.values())}]" if key else ""), time.time() - t0))
     total = time.time() - start
 
     budget = 15 if args.reuse_base_policy else 30

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from rift_core.data import ProblemFormat
 from rift_core.generation import GenerationConfig
 from rift_core.methods import METHODS
-from rift_core.rewards import SCHEMES
+from rift_core.rewards import PAPER_VARIANTS, SCHEMES
 from rift_core.toy import ToyConfig
 from rift_core.trainer import TrainConfig
 
@@ -64,6 +64,23 @@ class RewardsSection(BaseModel):
     r_neg: float = -0.2
 
 
+class ExperimentsSection(BaseModel):
+    """The paper's further protocols (the `experiments` asset group): which variants, sizes and seeds."""
+    model_config = _STRICT
+    seeds: list[int] | None = None  # replicate seeds of every protocol; None = the profile's `replicates`
+    # problems for choosing learning rates and for the collapse curve: disjoint from every benchmark
+    validation: str | None = None
+    validation_limit: int | None = None
+    lr_factors: list[float] = [0.3, 1.0, 3.0]  # the sweep: each method's profile rate times these
+    lr_sweep_methods: list[Literal[METHODS]] = ["sft", "dft", "rft", "dpo", "rift", "naive"]
+    collapse_epochs: int = Field(default=4, ge=1)
+    collapse_learning_rate: float | None = None  # naive and RIFT trained at this one rate; None = RIFT's rate
+    reward_variants: list[Literal[tuple(PAPER_VARIANTS)]] = list(PAPER_VARIANTS)  # Table 6
+    ks: list[int] = [2, 4, 8, 16]  # Tables 8-10: one generation at the largest, smaller K its first samples
+    small_k: int = Field(default=3, ge=1)  # Tables 8 and 11 report Mean@3 / Pass@3
+    second_round_from: list[Literal[METHODS]] = ["sft", "dft", "rift"]  # Tables 11-13
+
+
 class Profile(BaseModel):
     model_config = _STRICT
 
@@ -74,6 +91,9 @@ class Profile(BaseModel):
     benchmarks: list[str]
     n_seeds: int | None = None  # seeded random subset of the seed problems; None = all
     seed: int = 0
+    # replicate seeds of training and evaluation (one rollout buffer per profile, as in the paper): each changes
+    # the training data order and initialisation noise and the evaluation sampling stream
+    replicates: list[int] = Field(default_factory=lambda: [0], min_length=1)
     skip_bad: bool = False  # skip (and report) seed rows with a missing or empty field instead of failing
     data_root: str = "../shared/data"
     seed_format: FormatSection = Field(default_factory=FormatSection)  # a seed file in another format
@@ -84,6 +104,11 @@ class Profile(BaseModel):
     train: TrainSection = Field(default_factory=TrainSection)  # shared by every method
     methods: dict[Literal[METHODS], TrainSection] = Field(default_factory=dict)  # per-method overrides
     evaluation: EvaluationSection = Field(default_factory=EvaluationSection)  # overrides of `generation`
+    experiments: ExperimentsSection = Field(default_factory=ExperimentsSection)
+
+    @property
+    def experiment_seeds(self) -> list[int]:
+        return self.experiments.seeds if self.experiments.seeds is not None else self.replicates
 
     def problem_format(self, source: str) -> ProblemFormat:
         """How to read `source`: the seed file's or a benchmark's format section (all None: a known format)."""
@@ -102,17 +127,24 @@ class Profile(BaseModel):
         settings = {"seed": self.seed, **_set(self.generation)}
         return GenerationConfig(**{**settings, "seed": settings["seed"] + seed_offset})
 
-    def evaluation_config(self) -> GenerationConfig:
-        """Benchmark sampling: the generation section with the evaluation section's overrides."""
+    def evaluation_config(self, seed: int | None = None) -> GenerationConfig:
+        """Benchmark sampling: the generation section with the evaluation section's overrides; `seed` (a
+        replicate) sets the sampling stream."""
         overrides = {k: v for k, v in _set(self.evaluation).items() if k != "limit"}
-        return GenerationConfig(**{"seed": self.seed, **_set(self.generation), **overrides})
+        settings = {"seed": self.seed, **_set(self.generation), **overrides}
+        return GenerationConfig(**{**settings, **({} if seed is None else {"seed": seed})})
 
-    def train_config(self, method: str, model: str, output_dir: str) -> TrainConfig:
+    def train_config(self, method: str, model: str, output_dir: str, seed: int | None = None,
+                     **overrides) -> TrainConfig:
+        """One method's training settings: `train`, then `methods.<method>`, then `overrides`; `seed` (a replicate)
+        sets the data order and initialisation noise."""
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
-        overrides = self.methods.get(method)
+        per_method = self.methods.get(method)
         settings = {"reward_scheme": self.rewards.scheme, "seed": self.seed, **_set(self.train),
-                    **(_set(overrides) if overrides else {})}
+                    **(_set(per_method) if per_method else {}), **overrides}
+        if seed is not None:
+            settings["seed"] = seed
         return TrainConfig(method=method, model=model, output_dir=output_dir, **settings)
 
 

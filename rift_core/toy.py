@@ -43,24 +43,44 @@ class Difficulty:
 
 
 # The base policy learns on 1-3 step problems; rollouts and the in-distribution benchmark use the 2-3
-# step ones, where a partly trained policy is unsure enough for its K samples to disagree.
+# step ones, where a partly trained policy is unsure enough for its K samples to disagree. The two
+# out-of-distribution benchmarks are set so the calibrated tiny policy scores inside 10-60% Mean@8 on each
+# (benchmarks/results/splits.md): it writes at most 3 equations, so pure 4-step problems (and the 4-5 step
+# ones used before) were right only by chance (4-9%) and could not tell methods apart.
 _NUMBERS = dict(max_number=10, max_value=30, distractors=(0, 0, 1))
-SPLITS = {
+SPLITS: dict[str, "Difficulty | tuple[Difficulty, ...]"] = {
     "warmup": Difficulty(steps=(1, 2, 3), **_NUMBERS),  # trains the base policy
     "seed": Difficulty(steps=(2, 3), **_NUMBERS),  # the problems rollouts are sampled on
     "id": Difficulty(steps=(2, 3), **_NUMBERS),  # in-distribution benchmark
-    "ood_steps": Difficulty(steps=(4, 5), **_NUMBERS),
-    "ood_numbers": Difficulty(steps=(2, 3), max_number=50, max_value=150, distractors=(0, 0, 1)),
+    # more steps: half the problems have 4, one more than any warm-up or seed problem
+    "ood_steps": Difficulty(steps=(3, 4), **_NUMBERS),
+    # larger numbers: operands up to 15 (seed: 10), results up to 45 (seed: 30)
+    "ood_numbers": Difficulty(steps=(2, 3), max_number=15, max_value=45, distractors=(0, 0, 1)),
     # 2-3 step problems like `seed`, held out for the base policy's calibration (train_base_policy) only
     "calibration": Difficulty(steps=(2, 3), **_NUMBERS),
 }
+# Held out for choosing learning rates: the three benchmarks' difficulties in turn (a third each), on its
+# own buckets, so no benchmark problem is tuned on.
+SPLITS["validation"] = (SPLITS["id"], SPLITS["ood_steps"], SPLITS["ood_numbers"])
 DEFAULT_SIZES = {"warmup": 50_000, "seed": 2_000, "id": 500, "ood_steps": 500, "ood_numbers": 500,
-                 "calibration": 500}
+                 "calibration": 500, "validation": 500}
 # Every question hashes to one of 100 buckets and each split owns a disjoint range of them, so no two
 # splits can share a problem whatever their seeds or sizes. `calibration` took its 3 buckets from the end
-# of `warmup` (0-60 before), so the seed and benchmark splits kept their problems.
-BUCKETS = {"warmup": (0, 57), "calibration": (57, 60), "seed": (60, 75), "id": (75, 85), "ood_steps": (85, 93),
-           "ood_numbers": (93, 100)}
+# of `warmup` (0-60 before), so the seed and benchmark splits kept their problems; `validation` took its 4
+# from the out-of-distribution benchmarks (85-93 and 93-100 before), so `seed` and `id` kept theirs.
+BUCKETS = {"warmup": (0, 57), "calibration": (57, 60), "seed": (60, 75), "id": (75, 85), "ood_steps": (85, 91),
+           "ood_numbers": (91, 96), "validation": (96, 100)}
+# The tokenizer's corpus (_corpus, part of the base policy's cache key) draws 50 problems of each split as
+# the splits were when the tiny policy was calibrated: frozen here, so retuning a benchmark split or adding
+# one neither changes the tokenizer nor retrains the policy.
+_CORPUS_SPLITS = {
+    "warmup": (Difficulty(steps=(1, 2, 3), **_NUMBERS), (0, 57)),
+    "seed": (Difficulty(steps=(2, 3), **_NUMBERS), (60, 75)),
+    "id": (Difficulty(steps=(2, 3), **_NUMBERS), (75, 85)),
+    "ood_steps": (Difficulty(steps=(4, 5), **_NUMBERS), (85, 93)),
+    "ood_numbers": (Difficulty(steps=(2, 3), max_number=50, max_value=150, distractors=(0, 0, 1)), (93, 100)),
+    "calibration": (Difficulty(steps=(2, 3), **_NUMBERS), (57, 60)),
+}
 BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 
 
@@ -74,8 +94,12 @@ def _digest(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()
 
 
+def _bucket(question: str) -> int:
+    return int(_digest(question)[:8], 16) % 100
+
+
 def split_of(question: str) -> str:
-    bucket = int(_digest(question)[:8], 16) % 100
+    bucket = _bucket(question)
     return next(s for s, (lo, hi) in BUCKETS.items() if lo <= bucket < hi)
 
 
@@ -110,21 +134,28 @@ def problems(split: str, n: int | None = None, seed: int = 0) -> pl.DataFrame:
     """`n` distinct problems of `split` (default size per split), the same ones for the same seed."""
     if split not in SPLITS:
         raise ValueError(f"unknown toy split {split!r}; expected one of {', '.join(SPLITS)}")
-    n = DEFAULT_SIZES[split] if n is None else n
+    return _draw(split, SPLITS[split], BUCKETS[split], DEFAULT_SIZES[split] if n is None else n, seed)
+
+
+def _draw(split: str, d: "Difficulty | tuple[Difficulty, ...]", buckets: tuple[int, int], n: int,
+          seed: int) -> pl.DataFrame:
+    """`n` distinct problems of difficulty `d` whose questions hash into `buckets`; a tuple of difficulties
+    takes them in turn (problem i has d[i % len(d)])."""
+    mix = d if isinstance(d, tuple) else (d,)
+    lo, hi = buckets
     rng = random.Random(f"rift-toy:{seed}:{split}")  # str seeds hash with sha512: stable across runs
     rows, seen, draws = [], set(), 0
     while len(rows) < n:
         draws += 1
         if draws > 200 * n + 10_000:
             raise RuntimeError(f"toy split {split!r}: cannot draw {n} distinct problems (got {len(rows)})")
-        p = make_problem(rng, SPLITS[split])
-        if p["question"] in seen or split_of(p["question"]) != split:
+        p = make_problem(rng, mix[len(rows) % len(mix)])
+        if p["question"] in seen or not lo <= _bucket(p["question"]) < hi:
             continue
         seen.add(p["question"])
         rows.append({"problem_id": "toy-" + _digest(p["question"])[:12], **p, "source": f"toy:{split}"})
     schema = {c: pl.String for c in ("problem_id", "question", "answer", "solution", "source")}
     return pl.DataFrame(rows, schema=schema)
-
 
 # --------------------------------------------------------------------------------------------- tokenizer
 
@@ -142,8 +173,8 @@ def _corpus() -> list[str]:
                       "Start with The answer is system user assistant"])
     words = re.sub(r"\{(name|other|item|n)\}", " ", words).split()
     texts = [f"{w} {w}" for w in words] + [f"<|im_start|>{r}\n" for r in ("system", "user", "assistant")]
-    for split in SPLITS:
-        for p in problems(split, 50, seed=0).iter_rows(named=True):
+    for split, (d, buckets) in _CORPUS_SPLITS.items():
+        for p in _draw(split, d, buckets, 50, seed=0).iter_rows(named=True):
             texts += [p["question"], p["solution"]]
     return texts
 

@@ -10,7 +10,8 @@ kto:       TRL KTOTrainer on unpaired responses labelled desirable when correct.
 Prompts are TRL conversational prompt/completion rows built with prompts.chat_messages, so the loss covers the
 response tokens only. Checkpoints go to `<output>.work/` and a rerun resumes from the last one; the finished
 model (HF model dir + tokenizer + rift_run.json) appears at `<output>` in one rename, never half-written. One
-run writes an output at a time: `<output>.lock` (locks.py) is held from start to publish.
+run writes an output at a time: `<output>.lock` (locks.py) is held from start to publish. With save_epochs, each
+epoch's weights go to `<output>.work/epoch-<n>/` (each in one rename) and move to `<output>/epoch-<n>/` on publish.
 Runs unchanged under `accelerate launch`.
 """
 import contextlib
@@ -35,6 +36,7 @@ import torch
 from transformers import TrainerCallback
 
 from rift_core import locks, methods
+from rift_core.collapse import EPOCH_FILE, EPOCH_PREFIX, epoch_dirs
 from rift_core.io import read_table
 from rift_core.losses import GRANULARITIES, fit_fused_head_to_cpu
 
@@ -79,6 +81,9 @@ class TrainConfig:
     bf16: bool = field(default=False, metadata={"help": "bf16 autocast."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in backward."})
     save_steps: int = field(default=0, metadata={"help": "Checkpoint every n optimizer steps; 0: once per epoch."})
+    save_epochs: bool = field(default=False, metadata={
+        "help": "Keep each epoch's weights (model + tokenizer) in <output>/epoch-<n>/; the final ones stay in "
+                "<output>."})
     resume: bool = field(default=True, metadata={
         "help": "Resume from <output>.work/ when it holds checkpoints of this same run."})
     report_to: str = field(default="none", metadata={
@@ -134,6 +139,8 @@ def _train(cfg: TrainConfig, data, callbacks, on_progress) -> dict:
     monitor = _Monitor()
     progress = [_Progress(on_progress)] if on_progress else []
     trainer = _build_trainer(cfg, method, model, tokenizer, dataset, work, [monitor, *progress, *callbacks])
+    if cfg.save_epochs:
+        trainer.add_callback(_EpochSaver(trainer, work))
     if len(trainer.train_dataset) == 0:  # TRL drops rows whose prompt alone fills max_length
         raise ValueError(f"{source}: no row leaves room for a response within max_length={cfg.max_length} tokens")
 
@@ -159,6 +166,8 @@ def _train(cfg: TrainConfig, data, callbacks, on_progress) -> dict:
         "epochs": trainer.state.epoch,
         "final_loss": losses[-1] if losses else None,
         "loss_history": losses,
+        "epoch_loss": epoch_losses(trainer.state.log_history),  # mean logged loss of epoch 1, 2, ...
+        "saved_epochs": [n for n, _ in epoch_dirs(work)],  # epochs whose weights are in <output>/epoch-<n>/
         "learning_rate": trainer.args.learning_rate,
         "gradient_accumulation_steps": trainer.args.gradient_accumulation_steps,
         "processes": trainer.accelerator.num_processes,
@@ -196,7 +205,7 @@ def _build_trainer(cfg: TrainConfig, method: methods.Method, model, tokenizer, d
         save_strategy="steps" if cfg.save_steps else "epoch",
         save_steps=cfg.save_steps or 500,
         save_total_limit=1,
-        logging_steps=1,
+        logging_steps=1,  # every step's loss: loss_history, and epoch_loss has one per epoch
         logging_nan_inf_filter=False,  # the default hides a NaN loss from the logs, and so from _Monitor
         report_to=cfg.report_to,
         seed=cfg.seed,
@@ -272,8 +281,49 @@ class _Progress(TrainerCallback):
                          samples_per_s=samples / seconds if seconds > 0 else None, epoch=state.epoch)
 
 
-def _knobs(cfg: TrainConfig) -> dict:  # what decides the weights; where logs go does not
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("output_dir", "resume", "report_to")}
+class _EpochSaver(TrainerCallback):
+    """Saves the weights (model + tokenizer + epoch.json) after each epoch to `<work>/epoch-<n>/`: written to a
+    temporary folder, then renamed into place (replacing the folder of an epoch that a resumed run redid).
+
+    Saves in on_step_end of an epoch's last optimizer step (or of the run's last step, inside epoch n when
+    max_steps cuts it short), which comes before that step's checkpoint: every checkpoint a run can resume from
+    has the folders of the epochs it completed, and those stay. Every rank calls save_model (FSDP and DeepSpeed
+    gather the weights there); the main process writes."""
+
+    def __init__(self, trainer, work: Path):
+        self.trainer, self.work = trainer, work
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if abs(state.epoch - round(state.epoch)) > 1e-9 and state.global_step < state.max_steps:
+            return
+        n = math.ceil(state.epoch - 1e-9)
+        final, tmp = self.work / f"{EPOCH_PREFIX}{n}", self.work / f".{EPOCH_PREFIX}{n}.tmp"
+        _on_main(lambda: shutil.rmtree(tmp, ignore_errors=True))
+        self.trainer.save_model(str(tmp))
+
+        def finish():
+            self.trainer.processing_class.save_pretrained(tmp)
+            (tmp / EPOCH_FILE).write_text(json.dumps({"epoch": n, "step": state.global_step}))
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+
+        _on_main(finish)
+
+
+def epoch_losses(log_history: list[dict]) -> list[float]:
+    """Mean of the logged step losses of each epoch (1, 2, ...): a loss logged at fractional epoch e belongs to
+    epoch ceil(e). An epoch with no logged loss gets NaN."""
+    by_epoch: dict[int, list[float]] = {}
+    for entry in log_history:
+        if "loss" in entry and "epoch" in entry:
+            by_epoch.setdefault(max(1, math.ceil(entry["epoch"] - 1e-9)), []).append(float(entry["loss"]))
+    return [statistics.fmean(by_epoch[n]) if n in by_epoch else math.nan
+            for n in range(1, max(by_epoch, default=0) + 1)]
+
+
+def _knobs(cfg: TrainConfig) -> dict:  # what decides the weights; where logs and epoch copies go does not
+    return {k: v for k, v in dataclasses.asdict(cfg).items()
+            if k not in ("output_dir", "resume", "report_to", "save_epochs")}
 
 
 def _prepare_work_dir(work: Path, run_key: dict, resume: bool, get_last_checkpoint) -> str | None:
@@ -303,6 +353,8 @@ def _publish(trainer, tokenizer, summary: dict, output: Path, work: Path) -> Non
 
     def finish():
         tokenizer.save_pretrained(tmp)
+        for _, folder in epoch_dirs(work):
+            os.replace(folder, tmp / folder.name)
         (tmp / RUN_FILE).write_text(json.dumps(summary, indent=1))
         old = output.with_name(f".{output.name}.old")
         if output.exists():

@@ -6,50 +6,111 @@ tables from the SQL catalog and say how to open the web UI and the SQL shell.
 import argparse
 import os
 import time
+from pathlib import Path
 
-import dagster as dg
-from rift_core.stats import to_markdown
 
-from rift_dagster.defs.training import METHODS
+# Only the standard library at the top: grading workers (forkserver) import the main module, so what this module
+# imports at load, each of them would import again.
 
 # Dagster's per-event DEBUG lines drown the demo's own progress; the UI keeps the full event log
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
-# (selection, partition keys) in lineage order; None = unpartitioned
-STEPS = [
-    (["seed_problems", "base_model", "benchmarks", "rollouts", "reward_labels", "buffer_stats"], [None]),
-    (["checkpoints"], METHODS),
-    (["benchmark_scores"], ["base", *METHODS]),
-]
+BUFFER = ["seed_problems", "base_model", "benchmarks", "rollouts", "reward_labels", "buffer_stats"]
 
 
-def materialize_all(profile: str, data_dir: str = "data", instance=None, steps=STEPS, out_of_process: bool = True,
-                    keep_going: bool = False) -> list:
-    """Materialise every step, stopping at the first failure with Dagster's error; the runs' results.
+def all_steps(seeds: list[int]) -> list:
+    """The main graph: (selection, partition keys) in lineage order; None = unpartitioned, else {dimension: key}."""
+    from rift_dagster.defs.evaluation import MODELS
+    from rift_dagster.defs.training import METHODS
 
-    `keep_going`: as a Dagster backfill does, a failed partition (e.g. checkpoints[rft] on a buffer with no correct
-    sample) does not stop the others; the later steps' same partition key (benchmark_scores[rft]) is skipped, and
-    `failures(results)` says what failed and why. A failed unpartitioned step still stops everything."""
+    return [
+        (BUFFER, [None]),
+        (["checkpoints"], [{"method": m, "seed": str(s)} for s in seeds for m in METHODS]),
+        (["benchmark_scores"], [{"model": m, "seed": str(s)} for s in seeds for m in MODELS]),
+        (["results"], [None]),
+    ]
+
+
+def protocol_steps(p, name: str, instance=None) -> list:
+    """The steps of one protocol of the `experiments` group (`PROTOCOLS`), for profile `p`."""
+    e, seeds = p.experiments, [str(s) for s in p.experiment_seeds]
+    validation = [(["validation_problems"], [None])]
+    if name == "collapse":
+        return [*validation, (["collapse"], [None])]
+    if name == "lr_sweep":
+        return [*validation, (["lr_sweep"], list(e.lr_sweep_methods))]
+    if name == "reward_schemes":
+        return [(["reward_scheme_scores"], [{"variant": v, "seed": s} for s in seeds for v in e.reward_variants])]
+    if name == "k":
+        return [(["k_rollouts"], [None]), (["k_scores"], [{"k": str(k), "seed": s} for s in seeds for k in e.ks])]
+    if name == "second_round":
+        return [(["second_round_scores"], [{"source": m, "seed": s} for s in seeds for m in e.second_round_from])]
+    if name == "rounds":  # one more round of the regeneration schedule, scored
+        from rift_dagster.defs.schedules import next_round
+
+        return [(["round_rollouts", "round_labels", "round_checkpoint", "round_scores"], [next_round(instance)])]
+    if name == "efficiency":
+        return [(["efficiency"], [None])]
+    if name == "report":
+        return [(["report"], [None])]
+    raise ValueError(f"unknown protocol {name!r}; expected one of {', '.join(PROTOCOLS)}")
+
+
+PROTOCOLS = ["graph", "lr_sweep", "collapse", "reward_schemes", "k", "second_round", "rounds", "efficiency", "report"]
+
+
+def materialize_all(profile: str, data_dir: str = "data", instance=None, steps=None, out_of_process: bool = True,
+                    keep_going: bool = False, seeds: list[int] | None = None, protocols=("graph",)) -> list:
+    """Materialise the `protocols` (default: the main graph at `seeds`, default the profile's replicates; the
+    buffer always comes first), or the given `steps`, in lineage order; the runs' results. Each step's wall time is
+    kept in `<profile>/timings/` (SQL view `timings`).
+
+    `keep_going`: as a Dagster backfill does, a failed partition (e.g. checkpoints[rft, seed 0] on a buffer with no
+    correct sample) does not stop the others; the later steps of the same method and seed (benchmark_scores[rft, 0])
+    are skipped, and `failures(results)` says what failed and why. A failed buffer step still stops everything."""
+    import dagster as dg
+    from rift_core.profiles import load_profile
+
     from rift_dagster.definitions import defs
-    from rift_dagster.defs.resources import rift_resources
+    from rift_dagster.defs.problems import register_seeds
+    from rift_dagster.defs.resources import RiftStorage, rift_resources
 
+    p = load_profile(profile)
+    instance = instance or dg.DagsterInstance.ephemeral()  # one instance: the seed partitions live in it
+    register_seeds(instance, p)
+    if steps is None:
+        graph = all_steps(seeds or p.replicates)
+        steps = [graph[0]] + [s for name in protocols
+                              for s in (graph[1:] if name == "graph" else protocol_steps(p, name, instance))]
     assets = list(defs().assets)
     res = rift_resources(profile, data_dir, out_of_process)
-    results, failed = [], {}
+    results, failed, timings = [], {}, []
     for selection, keys in steps:
         for key in keys:
-            label = ", ".join(selection) + (f" [{key}]" if key else "")
-            if key in failed:
-                print(f"==> skipping {label}: {failed[key]} failed", flush=True)
+            which = tuple(key.values()) if isinstance(key, dict) else key  # (method or model, seed)
+            label = ", ".join(selection) + (f" [{', '.join(which) if isinstance(which, tuple) else which}]" if key else "")
+            if which is not None and which in failed:
+                print(f"==> skipping {label}: {failed[which]} failed", flush=True)
                 continue
             print(f"==> materialising {label}", flush=True)
             start = time.time()
-            results.append(dg.materialize(assets, selection=selection, partition_key=key, resources=res, instance=instance,
-                                          run_config=QUIET, raise_on_error=not (keep_going and key)))
+            results.append(dg.materialize(assets, selection=selection, instance=instance, resources=res,
+                                          partition_key=dg.MultiPartitionKey(key) if isinstance(key, dict) else key,
+                                          run_config=QUIET,
+                                          raise_on_error=not (keep_going and (key or selection != BUFFER))))
+            seconds = time.time() - start
+            timings.append({"step": ", ".join(selection), "partition": str(key or ""), "seconds": round(seconds, 2),
+                            "success": results[-1].success, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
             if results[-1].success:
-                print(f"    done in {time.time() - start:.1f} s", flush=True)
+                print(f"    done in {seconds:.1f} s", flush=True)
             else:
-                failed[key] = label
-                print(f"    FAILED in {time.time() - start:.1f} s: {' '.join(failures(results[-1:]).values())}", flush=True)
+                failed[which if which is not None else label] = label
+                print(f"    FAILED in {seconds:.1f} s: {' '.join(failures(results[-1:]).values())}", flush=True)
+    if timings:
+        import polars as pl
+
+        storage = RiftStorage(data_dir=data_dir)
+        storage.write(pl.DataFrame(timings), p.name, f"timings/{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.parquet")
+        storage.publish_views(p.name)
     return results
 
 
@@ -69,15 +130,15 @@ def failures(results: list) -> dict[str, str]:
 
 
 def tables(profile: str, data_dir: str = "data") -> dict[str, str]:
-    """Table 1, Table 4 and the Mean@k / Pass@k tables, read back through the user's SQL catalog."""
-    from rift_core.evaluate import results_tables
+    """Table 1, Table 4, the Mean@k / Pass@k tables (mean ± std over seeds) and RIFT against the baselines, read
+    back through the user's SQL catalog."""
     from rift_core.profiles import load_profile
+    from rift_core.stats import to_markdown
 
-    from rift_dagster.defs.evaluation import in_paper_order
-    from rift_dagster.defs.rewards import short_models
-
-    from rift_dagster.sql import connect
+    from rift_dagster.defs.evaluation import results_markdown
     from rift_dagster.defs.resources import RiftStorage
+    from rift_dagster.defs.rewards import short_models
+    from rift_dagster.sql import connect
 
     con = connect(RiftStorage(data_dir=data_dir).db_path(load_profile(profile).name))
     try:
@@ -86,12 +147,16 @@ def tables(profile: str, data_dir: str = "data") -> dict[str, str]:
             "Table 4 (problems with mixed correct/incorrect responses)": to_markdown(short_models(con.sql("SELECT * FROM mixed_stats").pl())),
         }
         scores = con.sql("SELECT * FROM scores").pl()
+        versus = con.sql("SELECT comparison, diff, lo, hi, n_problems, n_seeds, verdict FROM comparisons").pl()
     finally:
         con.close()
-    mean, pas = results_tables(in_paper_order(scores))
-    k = int(scores["k"].max())
-    out[f"Mean@{k}"] = to_markdown(mean)
-    out[f"Pass@{k}"] = to_markdown(pas)
+    k, seeds = int(scores["k"].max()), scores["seed"].n_unique()
+    spread = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed"
+    md = results_markdown(scores)
+    out[f"Mean@{k} (%, {spread})"] = md["mean_at_k"]
+    out[f"Pass@{k} (%, {spread})"] = md["pass_at_k"]
+    out[f"RIFT against the baselines (Avg Mean@{k}, percentage points, 95% paired bootstrap interval)"] = to_markdown(
+        versus.with_columns([versus[c].round(2) for c in ("diff", "lo", "hi")]))
     return out
 
 
@@ -102,19 +167,39 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--in-process", action="store_true",
                     help="run the Pipes steps (train, generate, evaluate) inside this process instead of subprocesses; "
                          "faster on a CPU")
+    ap.add_argument("--protocols", default="graph",
+                    help=f"comma-separated, in order, or `all`: {', '.join(PROTOCOLS)} (graph = the main graph and "
+                         "`results`; the others are the `experiments` group and the report)")
+    ap.add_argument("--seeds", default=None,
+                    help="comma-separated replicate seeds to run (default: every seed in the profile's `replicates`)")
     args = ap.parse_args(argv)
+    import dagster as dg
+    from rift_core.profiles import load_profile
+
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     # With DAGSTER_HOME set (the Makefile sets it) the runs land in the instance `make ui` shows.
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
     start = time.time()
+    protocols = PROTOCOLS if args.protocols == "all" else [x.strip() for x in args.protocols.split(",") if x.strip()]
+    unknown = sorted(set(protocols) - set(PROTOCOLS))
+    if unknown:
+        ap.error(f"unknown protocol(s) {', '.join(unknown)}; expected {', '.join(PROTOCOLS)} or all")
     failed = failures(materialize_all(args.profile, args.data_dir, instance, out_of_process=not args.in_process,
-                                      keep_going=True))
-    print(f"\nWhole graph materialised in {time.time() - start:.0f} s (profile {args.profile})"
-          + (f", {len(failed)} partition(s) failed" if failed else "") + ".\n")
-    for title, md in tables(args.profile, args.data_dir).items():
-        print(f"## {title}\n\n{md}\n")
+                                      keep_going=True, seeds=seeds, protocols=protocols))
+    print(f"\n{', '.join(protocols)} materialised in {time.time() - start:.0f} s (profile {args.profile})"
+          + (f", {len(failed)} step(s) failed" if failed else "") + ".\n")
+    if "graph" in protocols:
+        for title, md in tables(args.profile, args.data_dir).items():
+            print(f"## {title}\n\n{md}\n")
+    root = Path(args.data_dir).resolve() / load_profile(args.profile).name
+    if "report" in protocols:
+        print(f"Report:    {root / 'report' / 'README.md'} (tables, figures, lineage)")
     print(f"Web UI:    make ui PROFILE={args.profile}   then open http://127.0.0.1:3000 (runs above are in its history)")
     print(f"SQL shell: make sql PROFILE={args.profile}  (read-only; tables: problems, rollouts, labels, buffer_stats,")
-    print("           mixed_stats, k_ablation, scores, runs, benchmark_problems, round_labels, round_rollouts)")
+    print("           mixed_stats, k_ablation, scores, results, comparisons, runs, benchmark_problems, ...)")
+    if seeds is not None and len(seeds) < len(load_profile(args.profile).replicates):
+        print(f"\nThis ran seed(s) {args.seeds} only. Every replicate seed, the results with their spread and the "
+              f"collapse experiment: make results PROFILE={args.profile}  (resumable; see benchmarks/results/)")
     for label, message in failed.items():
         print(f"\nFAILED {label} (its downstream partitions were skipped): {message}")
     if failed:

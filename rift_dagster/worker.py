@@ -10,9 +10,7 @@ Each step holds the lock of what it writes (rift_core.locks) for its whole lengt
 whose Dagster run process was killed keeps it until it ends; the lock's owner record names the run, which rift_core
 reads from $RIFT_RUN_ID (set here from the Pipes context). `wait_for_lock` in the extras queues behind a holder.
 """
-import base64
 import contextlib
-import io
 import os
 import time
 from pathlib import Path
@@ -45,31 +43,6 @@ def md(text: str) -> dict:
 
 def path(p) -> dict:
     return {"raw_value": str(p), "type": "path"}
-
-
-def png_markdown(fig, alt: str) -> str:
-    """A matplotlib figure as a markdown image the Dagster UI shows inline."""
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return f"![{alt}](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"
-
-
-def loss_figure(losses: list[float], title: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3))
-    ax.plot(range(1, len(losses) + 1), losses, lw=1.2)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    return fig
 
 
 # ------------------------------------------------------------------------------------------------- steps
@@ -112,13 +85,14 @@ def train_step(extras: dict, log, report) -> None:
                     wait_for_lock=extras.get("wait_for_lock", False))
         if report is None:
             return
-        losses = run.get("loss_history") or []
-        fig = loss_figure(losses, f"{cfg.method}: loss per step")
-        fig.savefig(Path(cfg.output_dir) / "loss_curve.png", dpi=90, bbox_inches="tight")  # beside the weights
+        from rift_core.figures import loss_curves, markdown_image, save_png
+
+        fig = loss_curves({cfg.method: run.get("loss_history") or []}, f"{cfg.method}: loss per step")
+        save_png(fig, Path(cfg.output_dir) / "loss_curve.png")  # beside the weights
     scalars = {k: v for k, v in run.items() if isinstance(v, (int, float, str, bool)) and v is not None}
     report.report_asset_materialization(metadata={
         "path": path(cfg.output_dir),
-        "loss_curve": md(png_markdown(fig, "loss curve")),
+        "loss_curve": md(markdown_image(fig, "loss curve")),
         **{f"run/{k}": v for k, v in scalars.items()},
     })
     report.report_asset_check(**checks.loss_finite(run))

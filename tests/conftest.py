@@ -1,3 +1,5 @@
+import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -54,3 +56,40 @@ def shared_data() -> Path:
     if not SHARED_DATA.exists():
         pytest.skip(f"real data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+def seed_base_policy(tmp_path_factory, data_dir: Path, profile: str = PROFILE) -> None:
+    """Put the profile's toy base policy into `data_dir` the way base_model leaves it, trained once per test
+    session (base_model then finds it and reuses it, as it does for a user's second run)."""
+    from rift_core.profiles import load_profile
+    from rift_core.toy import ensure_base_policy
+
+    p = load_profile(profile)
+    if p.base_model != "toy":
+        return
+    policy = ensure_base_policy(tmp_path_factory.getbasetemp() / "toy_policies", progress=False,
+                                **asdict(p.toy_config()))
+    shutil.copytree(policy, data_dir / p.name / "base_model" / policy.name, dirs_exist_ok=True)
+
+
+@pytest.fixture(scope="session")
+def smoke(tmp_path_factory):
+    """The whole `smoke` graph at both replicate seeds, materialised in process in lineage order, plus two rounds of
+    the iterative protocol keyed as the regeneration schedule keys them: (profile folder, read-only SQL session,
+    the runs' results). Shared by the graph's tests and the experiments' tests, which add their protocols to it."""
+    import dagster as dg
+    import duckdb
+
+    from rift_dagster.defs.schedules import next_round
+    from rift_dagster.demo import materialize_all
+
+    data = tmp_path_factory.mktemp("smoke_data")
+    seed_base_policy(tmp_path_factory, data, "smoke")
+    with dg.instance_for_test() as instance:
+        results = materialize_all("smoke", str(data), instance, out_of_process=False)
+        for _ in range(2):
+            rounds = [(["round_rollouts", "round_labels", "round_checkpoint"], [next_round(instance)])]
+            results += materialize_all("smoke", str(data), instance, steps=rounds, out_of_process=False)
+    con = duckdb.connect(str(data / "smoke" / "rift.duckdb"), read_only=True)
+    yield data / "smoke", con, results
+    con.close()

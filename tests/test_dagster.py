@@ -40,14 +40,28 @@ def test_lineage_is_the_papers_pipeline():
     assert parents("round_checkpoint") == {"round_labels"}
 
 
-def test_partitions_and_schedule():
+def test_partitions_are_method_by_replicate_seed_and_scores_read_the_same_method_and_seed():
+    from rift_dagster.defs.problems import register_seeds
+    from rift_core.profiles import load_profile
+
     g = graph()
-    assert g.get(dg.AssetKey("checkpoints")).partitions_def.get_partition_keys() == METHODS
-    assert g.get(dg.AssetKey("benchmark_scores")).partitions_def.get_partition_keys() == ["base", *METHODS]
-    scores_dep = g.get(dg.AssetKey("benchmark_scores"))
-    # benchmark_scores[base] needs no checkpoint; benchmark_scores[rift] needs checkpoints[rift]
-    mapped = g.get_partition_mapping(scores_dep.key, dg.AssetKey("checkpoints"))
-    assert isinstance(mapped, dg.StaticPartitionMapping)
+    ckpt, scores = g.get(dg.AssetKey("checkpoints")), g.get(dg.AssetKey("benchmark_scores"))
+    with dg.instance_for_test() as instance:
+        assert register_seeds(instance, load_profile("tiny")) == ["0", "1", "2"]
+        keys = ckpt.partitions_def.get_partition_keys(dynamic_partitions_store=instance)
+        assert {(k.keys_by_dimension["method"], k.keys_by_dimension["seed"]) for k in keys} == {
+            (m, s) for m in METHODS for s in ("0", "1", "2")}
+        models = {k.keys_by_dimension["model"] for k in scores.partitions_def.get_partition_keys(dynamic_partitions_store=instance)}
+        assert models == {"base", *METHODS}
+        mapping = g.get_partition_mapping(scores.key, ckpt.key)
+        upstream = mapping.get_upstream_mapped_partitions_result_for_partitions(
+            scores.partitions_def.subset_with_partition_keys([dg.MultiPartitionKey({"model": "rift", "seed": "2"}),
+                                                               dg.MultiPartitionKey({"model": "base", "seed": "2"})]),
+            scores.partitions_def, ckpt.partitions_def, dynamic_partitions_store=instance)
+        # benchmark_scores[rift, 2] reads checkpoints[rift, 2]; benchmark_scores[base, 2] reads no checkpoint
+        assert list(upstream.partitions_subset.get_partition_keys()) == [dg.MultiPartitionKey({"method": "rift", "seed": "2"})]
+    schedule = defs.resolve_schedule_def("regeneration_schedule")
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
     schedule = defs.resolve_schedule_def("regeneration_schedule")
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
 
@@ -200,7 +214,8 @@ def test_dg_lists_and_checks_the_project_definitions():
 def test_every_registry_method_is_a_partition_and_heavy_steps_share_a_pool():
     from rift_core import methods
 
-    assert graph().get(dg.AssetKey("checkpoints")).partitions_def.get_partition_keys() == list(methods.METHODS)
+    method_dimension = graph().get(dg.AssetKey("checkpoints")).partitions_def.get_partitions_def_for_dimension("method")
+    assert method_dimension.get_partition_keys() == list(methods.METHODS)
     assert "kto" in methods.METHODS
     heavy = {"base_model", "rollouts", "checkpoints", "benchmark_scores", "round_rollouts", "round_checkpoint"}
     for assets_def in defs.assets:

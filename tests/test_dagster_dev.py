@@ -9,15 +9,17 @@ import socket
 import subprocess
 import time
 import urllib.request
-from dataclasses import asdict
 from pathlib import Path
 
 import duckdb
 import pytest
+from conftest import seed_base_policy
 
 REPO = Path(__file__).resolve().parent.parent
 PROFILE = os.environ.get("RIFT_TEST_PROFILE", "smoke")
 PROFILE_NAME = Path(PROFILE).stem
+# checkpoints[rift, seed 0]: the tags the UI's launchpad gives a run of one multi-partition
+RIFT_SEED_0 = {"dagster/partition": "rift|0", "dagster/partition/method": "rift", "dagster/partition/seed": "0"}
 UNPARTITIONED = ["seed_problems", "base_model", "rollouts", "reward_labels", "buffer_stats", "benchmarks"]
 
 
@@ -25,20 +27,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def seed_base_policy(tmp_path_factory, data_dir: Path, profile: str = PROFILE) -> None:
-    """Put the profile's toy base policy into `data_dir` the way base_model leaves it, trained once per test
-    session (base_model then finds it and reuses it, as it does for a user's second run)."""
-    from rift_core.profiles import load_profile
-    from rift_core.toy import ensure_base_policy
-
-    p = load_profile(profile)
-    if p.base_model != "toy":
-        return
-    policy = ensure_base_policy(tmp_path_factory.getbasetemp() / "toy_policies", progress=False,
-                                **asdict(p.toy_config()))
-    shutil.copytree(policy, data_dir / p.name / "base_model" / policy.name, dirs_exist_ok=True)
 
 
 class DagsterDev:
@@ -152,7 +140,7 @@ def run_events(dev: "DagsterDev", run_id: str) -> list[dict]:
 def test_training_runs_out_of_process_and_speaks_pipes(dagster_dev):
     """checkpoints[rift] launched as a user would (a partitioned run from the UI/API): trained by a Pipes
     child that streams its progress into the run's log and reports its own metadata and checks."""
-    run_id = dagster_dev.launch("__ASSET_JOB", ["checkpoints"], tags={"dagster/partition": "rift"})
+    run_id = dagster_dev.launch("__ASSET_JOB", ["checkpoints"], tags=RIFT_SEED_0)
     assert dagster_dev.wait(run_id) == "SUCCESS", (dagster_dev.home.parent / "dagster_dev.log").read_text()[-3000:]
     events = run_events(dagster_dev, run_id)
     messages = [e.get("message") or "" for e in events]
@@ -161,9 +149,9 @@ def test_training_runs_out_of_process_and_speaks_pipes(dagster_dev):
     (mat_index,) = [i for i, e in enumerate(events) if e["__typename"] == "MaterializationEvent"]
     assert progress and progress[0] < mat_index  # logged while training, before the result came back
     labels = {m["label"] for m in events[mat_index]["metadataEntries"]}
-    assert events[mat_index]["partition"] == "rift"
+    assert events[mat_index]["partition"] == "rift|0"
     assert {"checkpoint_hash", "buffer_hash", "base_model_hash", "loss_curve", "run/final_loss"} <= labels
-    assert (dagster_dev.data / PROFILE_NAME / "checkpoints" / "rift" / "rift_run.json").exists()
+    assert (dagster_dev.data / PROFILE_NAME / "checkpoints" / "rift" / "seed=0" / "rift_run.json").exists()
     checks = dagster_dev.query("""query($id: ID!) { runOrError(runId: $id) { ... on Run { eventConnection { events {
         __typename ... on AssetCheckEvaluationEvent { evaluation { checkName success } } } } } } }""",
                                {"id": run_id})["runOrError"]["eventConnection"]["events"]

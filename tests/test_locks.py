@@ -171,7 +171,8 @@ def test_two_cli_runs_on_one_output_one_trains_the_other_is_refused_or_waits(tin
 KILLED_RUN = """
 import sys
 from rift_dagster.demo import materialize_all
-materialize_all(sys.argv[1], sys.argv[2], steps=[(["checkpoints"], ["rift"])], out_of_process=False)
+materialize_all(sys.argv[1], sys.argv[2], steps=[(["checkpoints"], [{"method": "rift", "seed": "0"}])],
+                out_of_process=False)
 """
 
 
@@ -191,7 +192,7 @@ def test_a_run_killed_mid_training_resumes_when_materialised_again_and_leaves_no
     labels.select("problem_id", "question", "solution", answer=pl.lit("0")).write_parquet(root / "problems.parquet")
     labels.write_parquet(root / "labels.parquet")
     (root / "base_model.json").write_text(json.dumps({"path": str(tiny_model), "hash": "tiny"}))
-    out = root / "checkpoints" / "rift"
+    out = root / "checkpoints" / "rift" / "seed=0"
 
     start = time.monotonic()
     killed = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(profile), str(data)], cwd=REPO, env=ENV,
@@ -212,8 +213,8 @@ def test_a_run_killed_mid_training_resumes_when_materialised_again_and_leaves_no
 
     start = time.monotonic()
     with dg.instance_for_test() as instance:
-        result, = materialize_all(str(profile), str(data), instance, steps=[(["checkpoints"], ["rift"])],
-                                  out_of_process=False)
+        result, = materialize_all(str(profile), str(data), instance,
+                                  steps=[(["checkpoints"], [{"method": "rift", "seed": "0"}])], out_of_process=False)
     print(f"rematerialised: {time.monotonic() - start:.1f} s")
     assert result.success
     run = json.loads((out / "rift_run.json").read_text())

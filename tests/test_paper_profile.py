@@ -97,7 +97,7 @@ SECONDS = {}
 @pytest.fixture(scope="module")
 def paper_cpu(tmp_path_factory, shared_data):
     from rift_dagster.demo import failures, materialize_all
-    from test_dagster_dev import seed_base_policy
+    from conftest import seed_base_policy
 
     p = load_profile(PROFILE)
     assert p.data_root == "../shared/data"  # relative to the repository: run from there
@@ -137,10 +137,10 @@ def test_every_method_trains_on_the_real_buffer_or_its_partition_alone_says_why(
     root, con, results, failed = paper_cpu
     correct = one(con, "SELECT count(*) FILTER (WHERE correct) FROM labels")
     # the toy policy solves next to nothing on real MATH: without a correct sample RFT cannot train, and says so
-    expected = {} if correct else {"checkpoints[rft]": "rft cannot train on this buffer"}
+    expected = {} if correct else {"checkpoints[rft|0]": "rft cannot train on this buffer"}
     assert {k: v[:len(expected.get(k, ""))] for k, v in failed.items()} == expected
     for method in METHODS:
-        trained = (root / "checkpoints" / method / "rift_run.json").exists()
+        trained = (root / "checkpoints" / method / "seed=0" / "rift_run.json").exists()
         assert trained == (method != "rft" or correct > 0), method
     assert sum(not r.success for r in results) == len(expected)
 
@@ -148,7 +148,7 @@ def test_every_method_trains_on_the_real_buffer_or_its_partition_alone_says_why(
 @pytest.mark.slow
 def test_scores_cover_all_seven_benchmarks_for_every_trained_model(paper_cpu):
     root, con, _, failed = paper_cpu
-    trained = [m for m in METHODS if f"checkpoints[{m}]" not in failed]
+    trained = [m for m in METHODS if f"checkpoints[{m}|0]" not in failed]
     rows = dict(con.execute("SELECT model, count(DISTINCT benchmark) FROM scores GROUP BY model").fetchall())
     assert rows == {m: 7 for m in ["base", *trained]}
     assert set(con.execute("SELECT DISTINCT benchmark FROM scores").pl()["benchmark"]) == set(data.BENCHMARKS)
@@ -171,11 +171,12 @@ def test_rft_with_no_correct_sample_fails_its_partition_alone_and_skips_its_scor
     labels.with_columns(correct=pl.lit(False), reward=pl.lit(-0.2)).write_parquet(copy / "labels.parquet")
     with dg.instance_for_test() as instance:
         results = materialize_all(PROFILE, str(tmp_path), instance, out_of_process=False, keep_going=True,
-                                  steps=[(["checkpoints"], ["rft", "rift"]), (["benchmark_scores"], ["rft"])])
+                                  steps=[(["checkpoints"], [{"method": m, "seed": "0"} for m in ("rft", "rift")]),
+                                         (["benchmark_scores"], [{"model": "rft", "seed": "0"}])])
     assert [r.success for r in results] == [False, True]  # rft failed, rift trained, benchmark_scores[rft] skipped
-    assert failures(results) == {"checkpoints[rft]": (
+    assert failures(results) == {"checkpoints[rft|0]": (
         f"rft cannot train on this buffer: {copy / 'train_data' / 'rft.parquet'}: none of the 32 samples is correct, "
         f"so rft has no positive sample to train on (it trains on correct responses only; a stronger base model, "
         f"more samples per problem or easier seed problems give it some)")}
     assert not (copy / "checkpoints" / "rft").exists() and not (copy / "scores").exists()
-    assert (copy / "checkpoints" / "rift" / "rift_run.json").exists()
+    assert (copy / "checkpoints" / "rift" / "seed=0" / "rift_run.json").exists()

@@ -58,6 +58,40 @@ def test_calibration_split_is_held_out():
     assert toy.BUCKETS["seed"] == (60, 75) and toy.BUCKETS["warmup"] == (0, 57)
 
 
+def test_validation_split_mixes_the_benchmarks_and_is_held_out():
+    from rift_core.data import load_problems
+
+    val = toy.problems("validation", 300)
+    assert toy.problems("validation", 300).equals(val)  # deterministic
+    assert not val["question"].equals(toy.problems("validation", 300, seed=1)["question"])
+    assert {toy.split_of(q) for q in val["question"]} == {"validation"} and set(val["source"]) == {"toy:validation"}
+    # a third each of the id / ood_steps / ood_numbers difficulties, in turn
+    assert toy.SPLITS["validation"] == (toy.SPLITS["id"], toy.SPLITS["ood_steps"], toy.SPLITS["ood_numbers"])
+    steps = [s.count(" = ") for s in val["solution"]]
+    assert max(steps[1::3]) == 4 and max(steps[0::3]) <= 3 and max(steps[2::3]) <= 3
+    assert max(int(a) for a in val["answer"][2::3]) > toy.SPLITS["id"].max_value >= max(int(a) for a in val["answer"][0::3])
+    # its buckets come from the benchmarks' old range (75-100), none from warmup, calibration or seed
+    lo, hi = toy.BUCKETS["validation"]
+    assert 75 <= lo < hi <= 100 and toy.BUCKETS["seed"] == (60, 75) and toy.BUCKETS["id"] == (75, 85)
+    others = {q for split in toy.SPLITS if split != "validation"
+              for q in toy.problems(split, 2000 if split != "warmup" else 5000)["question"]}
+    assert not others & set(val["question"])
+    # loadable wherever a benchmark is: the pipeline's problem loader and the CLI
+    loaded = load_problems("toy:validation", limit=50, seed=0)
+    assert loaded.equals(val.head(50))
+
+
+def test_retuned_splits_keep_the_tokenizer_corpus():
+    """The tokenizer corpus (part of the base policy's cache key) is frozen at the splits the tiny policy
+    was trained with: retuning the benchmark splits or adding one must not retrain it."""
+    assert set(toy._CORPUS_SPLITS) == set(toy.SPLITS) - {"validation"}
+    for split in ("warmup", "seed", "id", "calibration"):  # unchanged splits: the corpus draws them as problems() does
+        d, buckets = toy._CORPUS_SPLITS[split]
+        assert d == toy.SPLITS[split] and buckets == toy.BUCKETS[split]
+        assert toy._draw(split, d, buckets, 50, 0).equals(toy.problems(split, 50, 0))
+    assert toy._CORPUS_SPLITS["ood_steps"][0].steps == (4, 5)  # as the calibrated policy's corpus had it
+
+
 def _stop_rule(measured: dict, **cfg):
     """Run train_to_target with a fake measure: `measured` maps step -> (pos, mixed)."""
     cfg = toy.ToyConfig(**{"target_pos": (0.35, 0.65), "target_mixed_min": 0.55, **cfg})
@@ -137,9 +171,13 @@ def test_difficulty_knobs_shape_the_ood_splits():
     def n_steps(split):
         return [s.count(" = ") for s in toy.problems(split, 300)["solution"]]
 
-    assert max(n_steps("seed")) <= 3 < min(n_steps("ood_steps"))
+    # ood_steps: 3-4 steps (a 4-step problem is beyond any warm-up or seed problem), more on average than seed
+    assert max(n_steps("seed")) <= 3 < max(n_steps("ood_steps"))
+    assert min(n_steps("ood_steps")) >= 3 and sum(n_steps("ood_steps")) > sum(n_steps("seed")) + 200
     biggest = lambda split: max(int(a) for a in toy.problems(split, 300)["answer"])  # noqa: E731
     assert biggest("seed") <= toy.SPLITS["seed"].max_value < biggest("ood_numbers")
+    numbers = lambda split: [int(x) for q in toy.problems(split, 300)["question"] for x in re.findall(r"\d+", q)]  # noqa: E731
+    assert max(numbers("seed")) <= toy.SPLITS["seed"].max_number < max(numbers("ood_numbers"))
     with_distractor = sum(q.count(".") > s.count("=") + 1 for q, s in toy.problems("seed", 300).select("question", "solution").iter_rows())
     assert 0 < with_distractor < 300
     with pytest.raises(ValueError, match="unknown toy split 'train'"):
@@ -208,6 +246,7 @@ def test_snapshot_at_step_n_is_the_policy_trained_for_n_steps(tmp_path):
 def test_cli_writes_a_split(tmp_path):
     from rift_core.__main__ import main
 
-    main(["toy", "problems", "ood_steps", "--n", "20", "--seed", "3", "--out", str(tmp_path / "ood.jsonl")])
-    lines = (tmp_path / "ood.jsonl").read_text().splitlines()
-    assert [json.loads(x)["question"] for x in lines] == toy.problems("ood_steps", 20, seed=3)["question"].to_list()
+    for split in ("ood_steps", "validation"):
+        main(["toy", "problems", split, "--n", "20", "--seed", "3", "--out", str(tmp_path / f"{split}.jsonl")])
+        lines = (tmp_path / f"{split}.jsonl").read_text().splitlines()
+        assert [json.loads(x)["question"] for x in lines] == toy.problems(split, 20, seed=3)["question"].to_list()

@@ -166,7 +166,7 @@ def test_cli_under_accelerate_with_two_processes_trains_the_same_weights_on_both
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
         "-m", "rift_core", "train", "--method", "rift", "--model", str(tiny_model), "--data", str(data),
         "--output", str(out), "--global-batch-size", "8", "--per-device-batch-size", "2", "--num-epochs", "1",
-        "--learning_rate", "1e-3", "--max_length", "192", "--warmup-ratio", "0", "--no-bf16",
+        "--learning_rate", "1e-3", "--max_length", "192", "--warmup-ratio", "0", "--no-bf16", "--save-epochs",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
@@ -175,6 +175,7 @@ def test_cli_under_accelerate_with_two_processes_trains_the_same_weights_on_both
     assert run["processes"] == 2 and run["gradient_accumulation_steps"] == 2
     hashes = run["weight_hash_per_rank"]
     assert len(hashes) == 2 and hashes[0] == hashes[1]
+    assert run["saved_epochs"] == [1] and same(weights(out / "epoch-1"), weights(out))  # written once, by rank 0
     # the two ranks together saw the same 8-sample global batches as one process does
     single = train(config(tiny_model, tmp_path / "single", "rift"), buffer())
     assert run["final_loss"] == pytest.approx(single["final_loss"], rel=1e-4)
@@ -251,3 +252,51 @@ def test_cli_flags_take_both_spellings_none_json_and_a_yaml_config(tmp_path):
     assert types["learning_rate"] == float | None and types["template_kwargs"] is dict
     with pytest.raises(SystemExit):
         _parser().parse_args_and_config(["--method", "ppo", "--model", "m", "--output", "o", "--data", "d"])
+
+
+def test_save_epochs_keeps_each_epochs_weights_beside_the_final_ones(tiny_model, tmp_path):
+    out = tmp_path / "out"
+    summary = train(config(tiny_model, out, "naive", num_epochs=3, save_epochs=True), buffer())
+    assert summary["steps"] == 6 and summary["saved_epochs"] == [1, 2, 3]  # 16 rows / 8 per step = 2 steps an epoch
+    assert len(summary["epoch_loss"]) == 3
+    assert summary["epoch_loss"] == pytest.approx([sum(summary["loss_history"][i:i + 2]) / 2 for i in (0, 2, 4)])
+    epochs = [weights(out / f"epoch-{n}") for n in (1, 2, 3)]
+    for n in (1, 2, 3):
+        AutoTokenizer.from_pretrained(out / f"epoch-{n}")
+        assert json.loads((out / f"epoch-{n}" / "epoch.json").read_text()) == {"epoch": n, "step": 2 * n}
+    assert not same(epochs[0], weights(tiny_model))
+    assert not same(epochs[0], epochs[1]) and not same(epochs[1], epochs[2])
+    assert same(epochs[2], weights(out))  # the last epoch is the final model
+    assert json.loads((out / "rift_run.json").read_text())["epoch_loss"] == summary["epoch_loss"]
+    assert not (tmp_path / "out.work").exists() and not list(out.glob(".*"))
+
+    plain = train(config(tiny_model, tmp_path / "plain", "naive", num_epochs=3), buffer())
+    assert plain["saved_epochs"] == [] and not list((tmp_path / "plain").glob("epoch-*"))
+    assert plain["epoch_loss"] == summary["epoch_loss"]  # saving copies changes nothing
+    cfg, _ = _parser().parse_args_and_config(["--method", "naive", "--model", "m", "--output", "o", "--data", "d",
+                                              "--save-epochs"])
+    assert cfg.save_epochs is True
+
+
+def test_a_run_cut_short_by_max_steps_saves_its_partial_last_epoch(tiny_model, tmp_path):
+    summary = train(config(tiny_model, tmp_path / "out", max_steps=3, num_epochs=3, save_epochs=True), buffer())
+    assert summary["saved_epochs"] == [1, 2] and len(summary["epoch_loss"]) == 2  # steps 1-2, then step 3
+    assert same(weights(tmp_path / "out" / "epoch-2"), weights(tmp_path / "out"))
+
+
+def test_an_interrupted_run_keeps_its_epoch_folders_and_resumes(tiny_model, tmp_path):
+    cfg = config(tiny_model, tmp_path / "out", "naive", num_epochs=3, save_steps=2, save_epochs=True)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, buffer(), callbacks=[Interrupt()])  # step 3: inside epoch 2
+    work = tmp_path / "out.work"
+    assert (work / "checkpoint-2").is_dir() and [p.name for p in work.glob("epoch-*")] == ["epoch-1"]
+    written = (work / "epoch-1" / "model.safetensors").stat().st_mtime_ns
+
+    resumed = train(cfg, buffer())
+    assert resumed["resumed_from"].endswith("checkpoint-2") and resumed["saved_epochs"] == [1, 2, 3]
+    assert (tmp_path / "out" / "epoch-1" / "model.safetensors").stat().st_mtime_ns == written  # kept, not redone
+    assert len(resumed["epoch_loss"]) == 3  # the checkpoint's log history carries epoch 1's losses
+    straight = train(config(tiny_model, tmp_path / "straight", "naive", num_epochs=3, save_epochs=True), buffer())
+    assert resumed["epoch_loss"] == pytest.approx(straight["epoch_loss"], rel=1e-5)
+    for n in (1, 2, 3):
+        assert same(weights(tmp_path / "out" / f"epoch-{n}"), weights(tmp_path / "straight" / f"epoch-{n}"), atol=1e-6)

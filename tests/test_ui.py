@@ -76,7 +76,7 @@ def test_materialisation_launched_from_the_ui_succeeds(dagster_dev, page, tmp_pa
 
 def test_the_loss_curve_is_an_image_in_the_checkpoints_metadata(dagster_dev, page, tmp_path):  # noqa: F811
     """A user opens checkpoints[rift] after training and sees the loss curve as a picture, not a table."""
-    for job, assets, tags in (("buffer_job", None, None), ("__ASSET_JOB", ["checkpoints"], {"dagster/partition": "rift"})):
+    for job, assets, tags in (("buffer_job", None, None), ("__ASSET_JOB", ["checkpoints"], RIFT_SEED_0)):
         run_id = dagster_dev.launch(job, assets, tags=tags)
         assert dagster_dev.wait(run_id) == "SUCCESS", (dagster_dev.home.parent / "dagster_dev.log").read_text()[-3000:]
     page.goto(dagster_dev.url + "/assets/checkpoints", wait_until="networkidle")

@@ -6,12 +6,18 @@ from dataclasses import asdict
 import dagster as dg
 from rift_core.stats import to_markdown
 
-from rift_dagster.defs.problems import base_model, base_model_info
+from rift_dagster.defs.problems import base_model, base_model_info, seed_partitions
 from rift_dagster.defs.resources import (RiftStorage, RunProfile, file_hash, run_step, settings_key,
                                          table_metadata)
-from rift_dagster.defs.training import METHODS, checkpoints
+from rift_dagster.defs.training import METHODS, checkpoints, partition
 
-model_partitions = dg.StaticPartitionsDefinition(["base", *METHODS])
+MODELS = ["base", *METHODS]
+model_partitions = dg.MultiPartitionsDefinition({"model": dg.StaticPartitionsDefinition(MODELS), "seed": seed_partitions})
+# benchmark_scores[model, seed] reads checkpoints[model, seed]; the base model's scores need no checkpoint
+same_method_and_seed = dg.MultiPartitionMapping({
+    "method": dg.DimensionPartitionMapping("model", dg.StaticPartitionMapping({m: m for m in METHODS})),
+    "seed": dg.DimensionPartitionMapping("seed", dg.IdentityPartitionMapping()),
+})
 
 
 @dg.asset(group_name="evaluation", kinds={"parquet"})
@@ -44,60 +50,80 @@ def in_paper_order(scores):
     """Score rows ordered base, sft, dft, rft, dpo, rift, naive (the row order of the results tables)."""
     import polars as pl
 
-    return scores.sort(pl.col("model").cast(pl.Enum(model_partitions.get_partition_keys())), maintain_order=True)
+    return scores.sort(pl.col("model").cast(pl.Enum(MODELS)), maintain_order=True)
 
 
-def results_markdown(storage: RiftStorage, profile) -> dict:
-    """The paper-shaped Mean@k / Pass@k tables over every model scored so far."""
+def read_scores(storage: RiftStorage, profile):
+    """Every score row written so far (all models and seeds), or None."""
     import polars as pl
-    from rift_core.evaluate import results_tables
 
     files = sorted((storage.root(profile.name) / "scores").glob("*.parquet"))
-    scores = pl.concat([pl.read_parquet(f) for f in files], how="vertical_relaxed")
-    mean, pas = results_tables(in_paper_order(scores))
-    return {"mean_at_k": to_markdown(mean), "pass_at_k": to_markdown(pas)}
+    return pl.concat([pl.read_parquet(f) for f in files], how="vertical_relaxed") if files else None
+
+
+def results_markdown(scores) -> dict:
+    """Tables 2/3 over the models scored so far: mean ± std over replicate seeds, in %."""
+    from rift_core.results import seed_table
+
+    models = [m for m in MODELS if m in set(scores["model"])]
+    return {f"{metric}": to_markdown(seed_table(scores, metric, models=models)) for metric in ("mean_at_k", "pass_at_k")}
+
+
+def score(context, rift: RunProfile, storage: RiftStorage, pipes_client: dg.PipesClient, profile, model: str,
+          work_dir, seed: int, bench: dict | None = None, **sampling) -> tuple:
+    """Sample and grade `model` on `bench` ({name: Parquet path}; default: the profile's benchmarks) out of process,
+    with the evaluation settings at replicate `seed` (GenerationConfig `sampling` overrides, e.g. k). Work goes to
+    `work_dir/<hash of the inputs>/`, so the same inputs resume an interrupted evaluation from its chunks. Returns
+    (scores frame with a `seed` column, the child's metadata, its checks)."""
+    import polars as pl
+
+    if bench is None:
+        bench = {name: storage.benchmark_path(profile.name, name) for name in profile.benchmarks}
+    missing = [name for name, f in bench.items() if not f.exists()]
+    if missing:
+        raise dg.Failure(f"benchmarks {', '.join(missing)} are not materialised yet; materialise `benchmarks` first")
+    config = {**asdict(profile.evaluation_config(seed)), **sampling}
+    settings = {"config": config, "workers": rift.label_workers, "timeout_s": rift.label_timeout_s}
+    out_dir = work_dir / settings_key(file_hash(model), [file_hash(f) for f in bench.values()], settings)
+    metadata, results = run_step(context, rift, pipes_client, "evaluate", {
+        **settings, "model": model, "benchmarks": {n: str(f) for n, f in bench.items()}, "out_dir": str(out_dir),
+        "output": str(out_dir / "scores.parquet")})
+    scores = pl.read_parquet(out_dir / "scores.parquet").with_columns(pl.lit(seed).alias("seed"))
+    return scores, metadata, results
 
 
 @dg.asset(
     group_name="evaluation", partitions_def=model_partitions, kinds={"pytorch", "parquet"}, pool="compute",
-    deps=[base_model, benchmarks,
-          dg.AssetDep(checkpoints, partition_mapping=dg.StaticPartitionMapping({m: m for m in METHODS}))],
+    deps=[base_model, benchmarks, dg.AssetDep(checkpoints, partition_mapping=same_method_and_seed)],
     check_specs=[dg.AssetCheckSpec("scores_valid", asset="benchmark_scores")],
 )
 def benchmark_scores(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftStorage,
                      pipes_client: dg.ResourceParam[dg.PipesClient]):
-    """Mean@k and Pass@k on every benchmark for the base model (`base`) or one method's checkpoint."""
+    """Mean@k and Pass@k on every benchmark for the base model (`base`) or one method's checkpoint, sampled with
+    the replicate seed (the base model is scored at every seed too)."""
     import polars as pl
 
-    key = context.partition_key
+    key, seed = partition(context, "model")
     p = rift.load()
     root = storage.root(p.name)
     base = base_model_info(storage, p)
     if key == "base":
         model, lineage = base["path"], {}
     else:
-        model = str(root / "checkpoints" / key)
-        if not (root / "checkpoints" / key / "rift_run.json").exists():
-            raise dg.Failure(f"checkpoints[{key}] is not materialised yet (no {model}/rift_run.json)")
+        ckpt = storage.checkpoint_dir(p.name, key, seed)
+        if not (ckpt / "rift_run.json").exists():
+            raise dg.Failure(f"checkpoints[{key}, seed {seed}] is not materialised yet (no {ckpt}/rift_run.json)")
+        model = str(ckpt)
         lineage = {"checkpoint_hash": file_hash(model), "buffer_hash": file_hash(root / "labels.parquet")}
-    bench = {name: storage.benchmark_path(p.name, name) for name in p.benchmarks}
-    missing = [name for name, f in bench.items() if not f.exists()]
-    if missing:
-        raise dg.Failure(f"benchmarks {', '.join(missing)} are not materialised yet; materialise `benchmarks` first")
     start = time.time()
-    # the benchmarks asset applied the limit; the same inputs resume an interrupted evaluation from its chunks
-    config = asdict(p.evaluation_config())
-    settings = {"config": config, "workers": rift.label_workers, "timeout_s": rift.label_timeout_s}
-    out_dir = root / "eval" / key / settings_key(file_hash(model), [file_hash(f) for f in bench.values()], settings)
-    metadata, results = run_step(context, rift, pipes_client, "evaluate", {
-        **settings, "model": model, "benchmarks": {n: str(f) for n, f in bench.items()}, "out_dir": str(out_dir),
-        "output": str(out_dir / "scores.parquet")})
-    scores = pl.read_parquet(out_dir / "scores.parquet").with_columns(pl.lit(key).alias("model"))
-    path = storage.write(scores, p.name, f"scores/{key}.parquet")
+    scores, metadata, results = score(context, rift, storage, pipes_client, p, model,
+                                      root / "eval" / key / f"seed={seed}", seed)
+    scores = scores.with_columns(pl.lit(key).alias("model"))
+    path = storage.write(scores, p.name, str(storage.scores_path(p.name, key, seed).relative_to(root)))
     lineage = {**lineage, "base_model_hash": base["hash"]}
-    storage.record_run(context, p.name, path=path, method=key, **lineage)
+    storage.record_run(context, p.name, path=path, method=key, seed=seed, **lineage)
     storage.publish_views(p.name)
-    tables = results_markdown(storage, p)
+    tables = results_markdown(read_scores(storage, p))
     yield dg.MaterializeResult(metadata={
         **metadata,
         **table_metadata(scores),
@@ -107,3 +133,35 @@ def benchmark_scores(context: dg.AssetExecutionContext, rift: RunProfile, storag
         **lineage,
     })
     yield from results
+
+
+@dg.asset(group_name="evaluation", deps=[benchmark_scores], kinds={"duckdb"})
+def results(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftStorage) -> dg.MaterializeResult:
+    """The paper's Tables 2/3 with their spread: Mean@k and Pass@k per method and benchmark as mean ± std over the
+    replicate seeds (SQL view `results`), and RIFT against RFT, SFT, DFT and DPO: the difference of Avg Mean@k
+    with a 95% paired bootstrap interval over problems and seeds (view `comparisons`)."""
+    import polars as pl
+    from rift_core.results import comparisons, seed_long
+
+    p = rift.load()
+    scores = read_scores(storage, p)
+    if scores is None:
+        raise dg.Failure("no benchmark_scores partition is materialised yet; materialise benchmark_scores first")
+    models = [m for m in MODELS if m in set(scores["model"])]
+    long = pl.concat([seed_long(scores, metric, models=models) for metric in ("mean_at_k", "pass_at_k")])
+    if "rift" not in models:
+        raise dg.Failure("benchmark_scores has no `rift` partition yet: the comparisons need RIFT's scores")
+    versus = comparisons(scores)
+    storage.write(long, p.name, "results.parquet")
+    storage.write(versus, p.name, "comparisons.parquet")
+    storage.record_run(context, p.name, path=storage.root(p.name) / "results.parquet")
+    storage.publish_views(p.name)
+    tables = results_markdown(scores)
+    seeds = sorted(scores["seed"].unique().to_list())
+    return dg.MaterializeResult(metadata={
+        **table_metadata(long),
+        "seeds": ", ".join(map(str, seeds)),
+        "mean_at_k": dg.MetadataValue.md(tables["mean_at_k"]),
+        "pass_at_k": dg.MetadataValue.md(tables["pass_at_k"]),
+        "comparisons": dg.MetadataValue.md(to_markdown(versus)),
+    })

@@ -10,13 +10,13 @@ from rift_dagster.defs.resources import (RiftStorage, RunProfile, file_hash, run
 
 
 def sample(context, rift: RunProfile, pipes_client: dg.PipesClient, profile, model: str, problems_path: Path,
-           chunks_root: Path, output: Path, seed_offset: int = 0) -> dict:
-    """Generate rollouts into `output`; returns the child's metadata. Chunks go to `chunks_root/<hash of
+           chunks_root: Path, output: Path, seed_offset: int = 0, **overrides) -> dict:
+    """Generate rollouts into `output` (GenerationConfig `overrides`, e.g. k); returns the child's metadata. Chunks go to `chunks_root/<hash of
     model, problems, settings>/`, so a re-run with the same inputs resumes from the finished chunks and
     changed settings start afresh."""
     import polars as pl
 
-    config = asdict(profile.generation_config(seed_offset))
+    config = {**asdict(profile.generation_config(seed_offset)), **overrides}
     chunk_dir = chunks_root / settings_key(file_hash(model), file_hash(problems_path), config)
     metadata, _ = run_step(context, rift, pipes_client, "generate", {
         "problems": str(problems_path), "model": model, "chunks": str(chunk_dir), "output": str(output),

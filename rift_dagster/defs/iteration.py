@@ -22,21 +22,25 @@ def round_dir(storage: RiftStorage, profile, key: str) -> Path:
 
 
 def source_model(storage: RiftStorage, profile, key: str) -> Path:
-    """The newest RIFT checkpoint before round `key`: an earlier round's, else checkpoints[rift]."""
+    """The newest RIFT checkpoint before round `key`: an earlier round's, else checkpoints[rift] of the profile's
+    first replicate seed."""
     n = int(key)
     for earlier in range(n - 1, 0, -1):
         ckpt = round_dir(storage, profile, str(earlier)) / "checkpoint"
         if (ckpt / "rift_run.json").exists():
             return ckpt
-    ckpt = storage.root(profile.name) / "checkpoints" / "rift"
+    seed = profile.replicates[0]
+    ckpt = storage.checkpoint_dir(profile.name, "rift", seed)
     if not (ckpt / "rift_run.json").exists():
-        raise dg.Failure(f"round {key} starts from a RIFT checkpoint, but checkpoints[rift] is not materialised ({ckpt})")
+        raise dg.Failure(f"round {key} starts from a RIFT checkpoint, but checkpoints[rift, seed {seed}] is not "
+                         f"materialised ({ckpt})")
     return ckpt
 
 
 @dg.asset(
     group_name="iteration", partitions_def=round_partitions, kinds={"pytorch", "parquet"}, pool="compute",
-    deps=[seed_problems, dg.AssetDep(checkpoints, partition_mapping=dg.SpecificPartitionsPartitionMapping(["rift"]))],
+    # reads the RIFT checkpoint of the first replicate seed (seeds are dynamic: no fixed key to name here)
+    deps=[seed_problems, dg.AssetDep(checkpoints, partition_mapping=dg.AllPartitionMapping())],
 )
 def round_rollouts(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftStorage,
                    pipes_client: dg.ResourceParam[dg.PipesClient]) -> dg.MaterializeResult:

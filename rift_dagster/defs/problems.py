@@ -8,10 +8,14 @@ from rift_core.stats import to_markdown
 
 from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash, read_json, table_metadata, write_json
 
+# Replicate seeds of training and evaluation: the profile's `replicates`, registered by `seed_problems`
+seed_partitions = dg.DynamicPartitionsDefinition(name="seed")
+
 
 @dg.asset(group_name="problems", kinds={"polars", "parquet"})
 def seed_problems(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftStorage) -> dg.MaterializeResult:
-    """The profile's seed problems with reference answers (paper: 3,000 random MATH problems)."""
+    """The profile's seed problems with reference answers (paper: 3,000 random MATH problems). Also registers the
+    profile's replicate seeds as partitions of the per-method assets."""
     from rift_core.data import SkippedRowsWarning, load_problems
 
     p = rift.load()
@@ -24,6 +28,7 @@ def seed_problems(context: dg.AssetExecutionContext, rift: RunProfile, storage: 
     for row in skipped:
         context.log.warning(f"skipped seed row: {row}")
     path = storage.write(df, p.name, "problems.parquet")
+    register_seeds(context.instance, p)
     digest = file_hash(path)
     storage.record_run(context, p.name, path=path, content_hash=digest)
     storage.publish_views(p.name)
@@ -70,6 +75,14 @@ def base_model(context: dg.AssetExecutionContext, rift: RunProfile, storage: Rif
         },
         data_version=dg.DataVersion(digest),
     )
+
+
+def register_seeds(instance, profile) -> list[str]:
+    """Add the profile's replicate seeds to the `seed` partitions of checkpoints and benchmark_scores."""
+    keys = [str(s) for s in profile.replicates]
+    known = set(instance.get_dynamic_partitions(seed_partitions.name))
+    instance.add_dynamic_partitions(seed_partitions.name, [k for k in keys if k not in known])
+    return keys
 
 
 def base_model_info(storage: RiftStorage, profile) -> dict:

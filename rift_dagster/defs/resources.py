@@ -28,9 +28,22 @@ VIEWS = {
     "mixed_stats": ("mixed_stats.parquet", False),
     "k_ablation": ("k_ablation.parquet", False),
     "scores": ("scores/*.parquet", False),
+    "results": ("results.parquet", False),
+    "comparisons": ("comparisons.parquet", False),
     "runs": ("runs/*.parquet", False),
     "round_rollouts": ("rounds/round=*/rollouts.parquet", True),
     "round_labels": ("rounds/round=*/labels.parquet", True),
+    "round_scores": ("rounds/round=*/scores.parquet", True),
+    # the experiments group and the report: one view per table
+    "lr_sweep": ("experiments/lr_sweep/*.parquet", False),
+    "collapse": ("experiments/collapse.parquet", False),
+    "table6": ("experiments/reward_schemes/scores/*.parquet", False),
+    "table7": ("experiments/efficiency.parquet", False),
+    "table8": ("experiments/k/scores/*.parquet", False),
+    "table9_10": ("experiments/k/buffer_stats.parquet", False),
+    "table11": ("experiments/second_round/scores/*.parquet", False),
+    "table12_13": ("experiments/second_round/buffers/*.parquet", False),
+    "timings": ("timings/*.parquet", False),
 }
 
 
@@ -124,6 +137,13 @@ class RiftStorage(dg.ConfigurableResource):
         if slug != name:  # two sources may slug alike: the hash keeps them apart
             slug = f"{slug}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
         return self.root(profile) / "benchmarks" / f"{slug}.parquet"
+
+    def checkpoint_dir(self, profile: str, method: str, seed: int) -> Path:
+        return self.root(profile) / "checkpoints" / method / f"seed={seed}"
+
+    def scores_path(self, profile: str, model: str, seed: int) -> Path:
+        """One model's scores at one replicate seed (the `scores` view reads them all)."""
+        return self.root(profile) / "scores" / f"{model}-seed{seed}.parquet"
 
     def db_path(self, profile: str) -> Path:
         return self.root(profile) / "rift.duckdb"

@@ -8,21 +8,28 @@ from pathlib import Path
 import dagster as dg
 from rift_core import methods
 
-from rift_dagster.defs.problems import base_model, base_model_info, seed_problems
+from rift_dagster.defs.problems import base_model, base_model_info, seed_partitions, seed_problems
 from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash, run_step
 from rift_dagster.defs.rewards import reward_labels
 
 METHODS = list(methods.METHODS)
-method_partitions = dg.StaticPartitionsDefinition(METHODS)
+checkpoint_partitions = dg.MultiPartitionsDefinition(
+    {"method": dg.StaticPartitionsDefinition(METHODS), "seed": seed_partitions})
+
+
+def partition(context, first: str) -> tuple[str, int]:
+    """(method or model, replicate seed) of a method x seed partition."""
+    keys = context.partition_key.keys_by_dimension
+    return keys[first], int(keys["seed"])
 
 
 def train(context, rift: RunProfile, pipes_client: dg.PipesClient, profile, method: str, model: str,
-          data_path: Path, out_dir: Path) -> tuple[dict, list]:
-    """Train one method out of process; the same `out_dir` resumes from its last checkpoint. Returns the
-    child's metadata and checks."""
+          data_path: Path, out_dir: Path, seed: int | None = None, **overrides) -> tuple[dict, list]:
+    """Train one method out of process (replicate `seed`; TrainConfig `overrides`); the same `out_dir` resumes
+    from its last checkpoint. Returns the child's metadata and checks."""
     import polars as pl
 
-    cfg = profile.train_config(method, model, str(out_dir))
+    cfg = profile.train_config(method, model, str(out_dir), seed=seed, **overrides)
     spec = methods.get(method)
     try:  # cheap, before any process starts: a buffer this method cannot learn from fails just this partition
         spec.rows(pl.read_parquet(data_path), str(data_path), **spec.option_values(cfg))
@@ -36,7 +43,7 @@ def train(context, rift: RunProfile, pipes_client: dg.PipesClient, profile, meth
 
 
 @dg.asset(
-    group_name="training", partitions_def=method_partitions, deps=[reward_labels, seed_problems, base_model],
+    group_name="training", partitions_def=checkpoint_partitions, deps=[reward_labels, seed_problems, base_model],
     kinds={"pytorch"}, pool="compute",
     check_specs=[dg.AssetCheckSpec("loss_finite", asset="checkpoints"),
                  dg.AssetCheckSpec("checkpoint_loadable", asset="checkpoints")],
@@ -45,23 +52,23 @@ def checkpoints(context: dg.AssetExecutionContext, rift: RunProfile, storage: Ri
                 pipes_client: dg.ResourceParam[dg.PipesClient]):
     """The base model fine-tuned with one method: SFT/DFT on ground-truth solutions, RFT on the positive
     samples, DPO on (response, ground truth) pairs, KTO on unpaired right/wrong samples, RIFT and the naive
-    reward-weighted NLL on all samples."""
+    reward-weighted NLL on all samples. Each replicate seed changes the data order and initialisation noise."""
     import polars as pl
 
-    method = context.partition_key
+    method, seed = partition(context, "method")
     p = rift.load()
     root = storage.root(p.name)
     base = base_model_info(storage, p)
     data = methods.get(method).buffer_rows(pl.read_parquet(root / "problems.parquet"),
                                            pl.read_parquet(root / "labels.parquet"))
     data_path = storage.write(data, p.name, f"train_data/{method}.parquet")
-    out_dir = root / "checkpoints" / method
+    out_dir = storage.checkpoint_dir(p.name, method, seed)
     start = time.time()
-    metadata, results = train(context, rift, pipes_client, p, method, base["path"], data_path, out_dir)
+    metadata, results = train(context, rift, pipes_client, p, method, base["path"], data_path, out_dir, seed=seed)
     ckpt_hash = file_hash(out_dir)
     buffer_hash = file_hash(root / "labels.parquet")
     storage.record_run(context, p.name, path=out_dir, checkpoint_hash=ckpt_hash, buffer_hash=buffer_hash,
-                       base_model_hash=base["hash"], method=method)
+                       base_model_hash=base["hash"], method=method, seed=seed)
     storage.publish_views(p.name)
     yield dg.MaterializeResult(
         metadata={**metadata, "checkpoint_hash": ckpt_hash, "buffer_hash": buffer_hash,
