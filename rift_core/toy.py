@@ -4,7 +4,8 @@ and a small base policy.
 No pretrained math model is reachable offline, so the CPU miniature of the paper brings its own task and
 trains its own imperfect Qwen2 on it (a warm-up split), then RIFT and the baselines fine-tune that policy
 on its own rollouts on the disjoint `seed` split, and every model is scored on an in-distribution and two
-out-of-distribution benchmark splits (more steps; larger numbers).
+out-of-distribution benchmark splits (more steps; larger numbers). A `validation` split mixing the three
+benchmarks' difficulties, on problems of its own, is there to choose learning rates on.
 """
 import argparse
 import hashlib

@@ -58,7 +58,7 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-def seed_base_policy(tmp_path_factory, data_dir: Path, profile: str = PROFILE) -> None:
+def seed_base_policy(tmp_path_factory, data_dir: Path, profile: str = "smoke") -> None:
     """Put the profile's toy base policy into `data_dir` the way base_model leaves it, trained once per test
     session (base_model then finds it and reuses it, as it does for a user's second run)."""
     from rift_core.profiles import load_profile

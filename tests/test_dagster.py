@@ -217,7 +217,9 @@ def test_every_registry_method_is_a_partition_and_heavy_steps_share_a_pool():
     method_dimension = graph().get(dg.AssetKey("checkpoints")).partitions_def.get_partitions_def_for_dimension("method")
     assert method_dimension.get_partition_keys() == list(methods.METHODS)
     assert "kto" in methods.METHODS
-    heavy = {"base_model", "rollouts", "checkpoints", "benchmark_scores", "round_rollouts", "round_checkpoint"}
+    heavy = {"base_model", "rollouts", "checkpoints", "benchmark_scores", "round_rollouts", "round_checkpoint",
+             "lr_sweep", "collapse", "reward_scheme_scores", "k_rollouts", "k_scores", "second_round_scores",
+             "round_scores"}
     for assets_def in defs.assets:
         for spec in assets_def.specs:
             assert "dagster/code_references" in spec.metadata, spec.key

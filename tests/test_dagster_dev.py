@@ -102,7 +102,7 @@ class DagsterDev:
 @pytest.fixture(scope="module")
 def dagster_dev(tmp_path_factory):
     root = tmp_path_factory.mktemp("dagster_dev")
-    seed_base_policy(tmp_path_factory, root / "data")
+    seed_base_policy(tmp_path_factory, root / "data", PROFILE)
     dev = DagsterDev(root)
     yield dev
     dev.stop()
