@@ -16,9 +16,10 @@ import duckdb
 HELP = """Tables: {tables}
 Statements end with ';'. Commands: .tables, .schema NAME, .quit
 Table 1 from the raw labels:   SELECT * FROM buffer_stats;  (or the query in the README)
-Every score with its lineage:  SELECT s.model, s.benchmark, s.mean_at_k, s.pass_at_k, r.checkpoint_hash,
+Every score with its lineage:  SELECT s.model, s.seed, s.benchmark, s.mean_at_k, r.checkpoint_hash,
                                r.buffer_hash, r.base_model_hash FROM scores s JOIN runs r
-                               ON r.asset = 'benchmark_scores' AND r.partition = s.model;"""
+                               ON r.asset = 'benchmark_scores' AND r.method = s.model AND r.seed = s.seed::VARCHAR;
+RIFT against the baselines:    SELECT * FROM comparisons;"""
 
 
 def connect(db: Path):

@@ -1,5 +1,4 @@
 import polars as pl
-import pytest
 import torch
 from polars.testing import assert_frame_equal
 from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -3,7 +3,6 @@ catalog a user opens (`make sql`): every table filled, consistent, and every sco
 to its checkpoint, buffer and base model."""
 
 import dagster as dg
-import duckdb
 import pytest
 
 from rift_core.profiles import load_profile

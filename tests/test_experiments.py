@@ -1,6 +1,7 @@
 """Every protocol of the `experiments` group and the report on the `smoke` graph (conftest's `smoke` fixture), in
 process as `make report PROFILE=smoke` runs them: the report's sections and figures, one SQL view per table with a
 seed column where replicates exist, and the numbers the tables are made of."""
+import shutil
 import time
 
 import dagster as dg
@@ -15,7 +16,7 @@ SECONDS = {}
 
 
 @pytest.fixture(scope="module")
-def experiments(smoke):
+def experiments(smoke, tmp_path_factory):
     from rift_dagster.demo import PROTOCOLS, materialize_all
 
     root, _, _ = smoke
@@ -25,7 +26,11 @@ def experiments(smoke):
                                   protocols=[p for p in PROTOCOLS if p != "graph"])
     SECONDS["experiments"] = time.time() - start
     print(f"\nsmoke experiments and report: {SECONDS['experiments']:.0f} s")
-    con = duckdb.connect(str(root / "rift.duckdb"), read_only=True)
+    # a copy of the catalog: DuckDB hands this process the database the `smoke` fixture still has open for the
+    # same path, i.e. the catalog before these views were published (its views read the same Parquet files)
+    catalog = tmp_path_factory.mktemp("catalog") / "rift.duckdb"
+    shutil.copy(root / "rift.duckdb", catalog)
+    con = duckdb.connect(str(catalog), read_only=True)
     yield root, con, results
     con.close()
 
@@ -35,7 +40,7 @@ def test_every_protocol_succeeds_within_the_budget(experiments):
 
     _, _, results = experiments
     assert not failures(results)
-    assert SECONDS["experiments"] < 240  # the issue's budget is 3 minutes for every protocol; margin for a busy CI
+    assert SECONDS["experiments"] < 180  # every protocol at toy sizes within 3 minutes
 
 
 def test_the_report_has_every_table_and_its_figures_are_pngs(experiments):

@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from test_dagster_dev import PROFILE_NAME, dagster_dev  # noqa: F401  (the fixture)
+from test_dagster_dev import PROFILE_NAME, RIFT_SEED_0, dagster_dev  # noqa: F401  (the fixture)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -86,5 +86,123 @@ def test_the_loss_curve_is_an_image_in_the_checkpoints_metadata(dagster_dev, pag
     image = page.locator("img[src^='data:image/png']").first
     image.wait_for(timeout=15_000)
     page.screenshot(path=shots(tmp_path) / "loss_curve.png")
+    width, height = image.evaluate("e => [e.naturalWidth, e.naturalHeight]")
+    assert width > 200 and height > 100  # a decoded PNG, not a broken image
+
+
+# The `experiments` group on smoke, from the UI. Every run through `dagster dev` pays a run worker and Pipes
+# children (~20 s of start-up each here), and "Materialize all" on the group offers only a backfill of *all*
+# partitions, which includes partitions the profile does not select (they fail by design: `check_selected`) and
+# ~40 runs. So: the unpartitioned assets in one run ("Materialize selected" on the group's list), then one
+# partition of each partitioned asset that smoke selects, each from its launch dialog ("Launch 1 run").
+# round_scores is left out: its `round` partitions exist only once the iteration group has run a round.
+EXPERIMENTS_UNPARTITIONED = ["validation_problems", "k_rollouts", "collapse", "efficiency"]
+EXPERIMENTS_PARTITIONS = {  # asset -> {dimension: key}, keys the smoke profile selects
+    "lr_sweep": {"lr_sweep": "rift"},
+    "k_scores": {"k": "2", "seed": "0"},
+    "reward_scheme_scores": {"variant": "constant_-0.2", "seed": "0"},
+    "second_round_scores": {"source": "rift", "seed": "0"},
+}
+RIFT_SCORES_SEED_0 = {"dagster/partition": "rift|0", "dagster/partition/model": "rift", "dagster/partition/seed": "0"}
+
+
+def materialised(dev, asset: str, partition: str | None = None) -> bool:
+    out = dev.query("""query($k: AssetKeyInput!, $p: [String!]) { assetOrError(assetKey: $k) { ... on Asset {
+        assetMaterializations(partitions: $p, limit: 1) { runId } } } }""",
+                    {"k": {"path": [asset]}, "p": [partition] if partition else None})["assetOrError"]
+    return bool(out and out.get("assetMaterializations"))
+
+
+def run_ids(dev) -> set[str]:
+    return {r["runId"] for r in dev.query("{ runsOrError { ... on Runs { results { runId } } } }")["runsOrError"]["results"]}
+
+
+def wait_for_new_runs(dev, before: set[str], n: int, timeout: float = 600) -> list[dict]:
+    """The runs launched since `before` once at least `n` exist and all have finished."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        runs = [r for r in dev.query("""{ runsOrError { ... on Runs { results { runId status
+            assetSelection { path } tags { key value } } } } }""")["runsOrError"]["results"] if r["runId"] not in before]
+        if len(runs) >= n and all(r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in runs):
+            return runs
+        time.sleep(2)
+    raise AssertionError(f"runs launched from the UI did not finish in {timeout} s: {runs}")
+
+
+def confirm_if_asked(page, done) -> None:
+    """Dagster asks "Are you sure?" first when an upstream asset (or partition) was never materialised: confirm
+    it, until `done()` (the launch dialog is open, or the run exists)."""
+    confirm, deadline = page.get_by_role("button", name="Confirm"), time.time() + 30
+    while not done():
+        assert time.time() < deadline, "neither the launch nor Dagster's confirmation came"
+        if confirm.is_visible():
+            confirm.click()
+        time.sleep(0.5)
+
+
+def launch_one_partition(page, url: str, asset: str, keys: dict) -> None:
+    """The asset's "Materialize…" dialog: pick one key per dimension, "Launch 1 run"."""
+    page.goto(f"{url}/assets/{asset}", wait_until="networkidle")
+    page.get_by_role("button", name="Materialize…").first.click()
+    dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
+    confirm_if_asked(page, dialog.is_visible)
+    placeholder = page.get_by_text("Select a partition or create one")
+    placeholder.first.wait_for()
+    if len(keys) > 1:  # the dimensions in the order the dialog shows them; each pick removes its placeholder
+        keys = dict(sorted(keys.items(), key=lambda kv: dialog.get_by_text(kv[0], exact=True).bounding_box()["y"]))
+    for key in keys.values():
+        placeholder.first.click()
+        page.get_by_role("menuitem").filter(has=page.get_by_text(key, exact=True)).first.click()
+        dialog.get_by_text("Launch runs to materialize").click()  # closes the menu (not "Partition selection": it folds)
+    assert "1 partition" in dialog.inner_text()
+    dialog.get_by_role("button", name="Launch 1 run").click()
+    dialog.wait_for(state="hidden")
+
+
+def test_the_experiments_group_materialised_from_the_ui_shows_figure_1(dagster_dev, page, tmp_path):  # noqa: F811
+    """A user materialises the `experiments` group from the UI (on the main graph's buffer and checkpoints[rift],
+    benchmark_scores[rift] at seed 0, launched through the API as the earlier tests do) and opens `efficiency`:
+    its runs succeed and Figure 1 is a picture in the metadata."""
+    log = dagster_dev.home.parent / "dagster_dev.log"
+    for job, asset, partition, tags in (("buffer_job", "reward_labels", None, None),
+                                        ("__ASSET_JOB", "checkpoints", "rift|0", RIFT_SEED_0),
+                                        ("__ASSET_JOB", "benchmark_scores", "rift|0", RIFT_SCORES_SEED_0)):
+        if not materialised(dagster_dev, asset, partition):  # the module's earlier tests may have run them
+            run_id = dagster_dev.launch(job, [asset] if tags else None, tags=tags)
+            assert dagster_dev.wait(run_id) == "SUCCESS", log.read_text()[-3000:]
+
+    # 1. the unpartitioned assets: ticked in the group's list, "Materialize selected"
+    before = run_ids(dagster_dev)
+    page.goto(dagster_dev.url + "/locations/rift/asset-groups/experiments/list", wait_until="networkidle")
+    for name in EXPERIMENTS_UNPARTITIONED:
+        page.locator("label").filter(has=page.get_by_test_id(f"checkbox-{name}")).click()
+    page.get_by_role("button", name=f"Materialize selected ({len(EXPERIMENTS_UNPARTITIONED)})").click()
+    confirm_if_asked(page, lambda: run_ids(dagster_dev) - before)
+    runs = wait_for_new_runs(dagster_dev, before, 1)
+    assert [r["status"] for r in runs] == ["SUCCESS"], (runs, log.read_text()[-3000:])
+    assert {a["path"][0] for a in runs[0]["assetSelection"]} == set(EXPERIMENTS_UNPARTITIONED)
+
+    # 2. one selected partition of each partitioned asset, from its launch dialog
+    before = run_ids(dagster_dev)
+    for asset, keys in EXPERIMENTS_PARTITIONS.items():
+        launch_one_partition(page, dagster_dev.url, asset, keys)
+    runs = wait_for_new_runs(dagster_dev, before, len(EXPERIMENTS_PARTITIONS))
+    launched = {r["assetSelection"][0]["path"][0]: {t["key"]: t["value"] for t in r["tags"]} for r in runs}
+    assert set(launched) == set(EXPERIMENTS_PARTITIONS)
+    for asset, keys in EXPERIMENTS_PARTITIONS.items():
+        tags = launched[asset]
+        assert (tags.get("dagster/partition") if len(keys) == 1 else
+                {k: tags.get(f"dagster/partition/{k}") for k in keys}) == (
+            next(iter(keys.values())) if len(keys) == 1 else keys), tags
+    assert all(r["status"] == "SUCCESS" for r in runs), (runs, log.read_text()[-3000:])
+
+    # 3. efficiency's page: Figure 1 behind the metadata's [Show Markdown]
+    page.goto(dagster_dev.url + "/assets/efficiency", wait_until="networkidle")
+    row = page.locator("tr", has_text="figure1").first
+    row.wait_for(timeout=30_000)
+    row.get_by_text("[Show Markdown]").click()
+    image = page.locator("img[src^='data:image/png']").first
+    image.wait_for(timeout=15_000)
+    page.screenshot(path=shots(tmp_path) / "efficiency_figure1.png")
     width, height = image.evaluate("e => [e.naturalWidth, e.naturalHeight]")
     assert width > 200 and height > 100  # a decoded PNG, not a broken image

@@ -7,7 +7,7 @@ view. The `report` asset (rift_dagster.defs.report) gathers them.
 
 Each partition trains and scores in one step (the checkpoint is an intermediate, kept on disk), so a crash resumes:
 training from its last checkpoint, sampling from its finished chunks."""
-import time
+import json
 from pathlib import Path
 
 import dagster as dg
@@ -171,13 +171,11 @@ def collapse(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftS
         out = work / method / "checkpoint"
         train(context, rift, pipes_client, p, method, base["path"], data, out, seed=seed, learning_rate=rate,
               num_epochs=p.experiments.collapse_epochs, save_epochs=True)
-        runs[method] = (out / "rift_run.json")
+        runs[method] = json.loads((out / "rift_run.json").read_text())
         for epoch, folder in epoch_dirs(out):
             s = validation_score(context, rift, storage, pipes_client, p, str(folder), work / method / f"eval-{epoch}", seed)
             scored.append({"method": method, "epoch": epoch, "mean_at_k": s["mean_at_k"]})
-    import json
-
-    table = collapse_table({m: json.loads(f.read_text()) for m, f in runs.items()}, pl.DataFrame(scored))
+    table = collapse_table(runs, pl.DataFrame(scored))
     table = table.with_columns(pl.lit(rate).alias("learning_rate"), pl.lit(seed).alias("seed"))
     storage.write(table, p.name, "experiments/collapse.parquet")
     fig = collapse_figure(table, title=f"naive vs RIFT at lr {rate:.3g}")
@@ -330,8 +328,6 @@ def round_scores(context: dg.AssetExecutionContext, rift: RunProfile, storage: R
 def efficiency_rows(storage: RiftStorage, p):
     """Per method and seed: peak training memory, median step time and wall time (from each checkpoint's
     rift_run.json) with that checkpoint's Avg Mean@k."""
-    import json
-
     import polars as pl
 
     scores = read_scores(storage, p)
