@@ -71,12 +71,12 @@ def materialize_all(profile: str, data_dir: str = "data", instance=None, steps=N
     from rift_core.profiles import load_profile
 
     from rift_dagster.definitions import defs
-    from rift_dagster.defs.problems import register_seeds
+    from rift_dagster.defs.problems import register_partitions
     from rift_dagster.defs.resources import RiftStorage, rift_resources
 
     p = load_profile(profile)
     instance = instance or dg.DagsterInstance.ephemeral()  # one instance: the seed partitions live in it
-    register_seeds(instance, p)
+    register_partitions(instance, p)
     if steps is None:
         graph = all_steps(seeds or p.replicates)
         steps = [graph[0]] + [s for name in protocols

@@ -41,13 +41,13 @@ def test_lineage_is_the_papers_pipeline():
 
 
 def test_partitions_are_method_by_replicate_seed_and_scores_read_the_same_method_and_seed():
-    from rift_dagster.defs.problems import register_seeds
+    from rift_dagster.defs.problems import register_partitions
     from rift_core.profiles import load_profile
 
     g = graph()
     ckpt, scores = g.get(dg.AssetKey("checkpoints")), g.get(dg.AssetKey("benchmark_scores"))
     with dg.instance_for_test() as instance:
-        assert register_seeds(instance, load_profile("tiny")) == ["0", "1", "2"]
+        assert register_partitions(instance, load_profile("tiny"))["seed"] == ["0", "1", "2"]
         keys = ckpt.partitions_def.get_partition_keys(dynamic_partitions_store=instance)
         assert {(k.keys_by_dimension["method"], k.keys_by_dimension["seed"]) for k in keys} == {
             (m, s) for m in METHODS for s in ("0", "1", "2")}
@@ -225,3 +225,28 @@ def test_every_registry_method_is_a_partition_and_heavy_steps_share_a_pool():
             assert "dagster/code_references" in spec.metadata, spec.key
     pools = {k.to_user_string(): a.op.pool for a in defs.assets for k in a.keys}
     assert {key for key, pool in pools.items() if pool == "compute"} == heavy
+
+
+def test_experiment_partitions_are_the_profiles_selection():
+    """Every key of an experiments asset is one the profile selects, so the UI's "Materialize all" runs exactly the
+    profile's protocols; second_round_scores[m, s] reads checkpoints[m, s]."""
+    from rift_core.profiles import load_profile
+
+    from rift_dagster.defs.problems import register_partitions
+
+    g = graph()
+    p = load_profile("smoke")
+    with dg.instance_for_test() as instance:
+        register_partitions(instance, p)
+        keys = lambda asset: [k.keys_by_dimension if isinstance(k, dg.MultiPartitionKey) else k  # noqa: E731
+                              for k in g.get(dg.AssetKey(asset)).partitions_def.get_partition_keys(
+                                  dynamic_partitions_store=instance)]
+        assert sorted(keys("lr_sweep")) == sorted(p.experiments.lr_sweep_methods)
+        assert {k["variant"] for k in keys("reward_scheme_scores")} == set(p.experiments.reward_variants)
+        assert {int(k["k"]) for k in keys("k_scores")} == set(p.experiments.ks)
+        assert {k["seed"] for k in keys("second_round_scores")} == {str(s) for s in p.replicates}
+        second, ckpt = g.get(dg.AssetKey("second_round_scores")), g.get(dg.AssetKey("checkpoints"))
+        upstream = g.get_partition_mapping(second.key, ckpt.key).get_upstream_mapped_partitions_result_for_partitions(
+            second.partitions_def.subset_with_partition_keys([dg.MultiPartitionKey({"source": "sft", "seed": "1"})]),
+            second.partitions_def, ckpt.partitions_def, dynamic_partitions_store=instance)
+        assert list(upstream.partitions_subset.get_partition_keys()) == [dg.MultiPartitionKey({"method": "sft", "seed": "1"})]

@@ -18,19 +18,17 @@ from rift_core.stats import to_markdown
 from rift_dagster.defs.evaluation import MODELS, benchmark_scores, benchmarks, read_scores, score
 from rift_dagster.defs.generation import sample
 from rift_dagster.defs.iteration import round_checkpoint, round_dir, round_partitions
-from rift_dagster.defs.problems import base_model, base_model_info, seed_partitions, seed_problems
+from rift_dagster.defs.problems import DYNAMIC, base_model, base_model_info, seed_partitions, seed_problems
 from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash, table_metadata
 from rift_dagster.defs.rewards import label, reward_labels
-from rift_dagster.defs.training import METHODS, checkpoints, train
+from rift_dagster.defs.training import checkpoints, train
 
 GROUP = "experiments"
-K_VALUES = ["2", "4", "8", "16"]
-variant_partitions = dg.MultiPartitionsDefinition(
-    {"variant": dg.StaticPartitionsDefinition(list(PAPER_VARIANTS)), "seed": seed_partitions})
-k_partitions = dg.MultiPartitionsDefinition({"k": dg.StaticPartitionsDefinition(K_VALUES), "seed": seed_partitions})
-source_partitions = dg.MultiPartitionsDefinition(
-    {"source": dg.StaticPartitionsDefinition(METHODS), "seed": seed_partitions})
-method_partitions = dg.StaticPartitionsDefinition(METHODS)
+# the keys are the profile's selection (problems.PROFILE_PARTITIONS), so "Materialize all" runs what it selects
+variant_partitions = dg.MultiPartitionsDefinition({"variant": DYNAMIC["reward_variant"], "seed": seed_partitions})
+k_partitions = dg.MultiPartitionsDefinition({"k": DYNAMIC["train_k"], "seed": seed_partitions})
+source_partitions = dg.MultiPartitionsDefinition({"source": DYNAMIC["second_round_source"], "seed": seed_partitions})
+method_partitions = DYNAMIC["lr_sweep_method"]
 
 
 def keys(context) -> dict:

@@ -8,14 +8,23 @@ from rift_core.stats import to_markdown
 
 from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash, read_json, table_metadata, write_json
 
-# Replicate seeds of training and evaluation: the profile's `replicates`, registered by `seed_problems`
-seed_partitions = dg.DynamicPartitionsDefinition(name="seed")
+# Partition keys that come from the profile, registered by `seed_problems` (and `make demo`), so that every key
+# in the UI is one the profile selects: replicate seeds of training and evaluation, and the experiments' variants
+PROFILE_PARTITIONS = {
+    "seed": lambda p: sorted({*p.replicates, *p.experiment_seeds}),
+    "lr_sweep_method": lambda p: p.experiments.lr_sweep_methods,
+    "reward_variant": lambda p: p.experiments.reward_variants,
+    "train_k": lambda p: p.experiments.ks,
+    "second_round_source": lambda p: p.experiments.second_round_from,
+}
+DYNAMIC = {name: dg.DynamicPartitionsDefinition(name=name) for name in PROFILE_PARTITIONS}
+seed_partitions = DYNAMIC["seed"]
 
 
 @dg.asset(group_name="problems", kinds={"polars", "parquet"})
 def seed_problems(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftStorage) -> dg.MaterializeResult:
     """The profile's seed problems with reference answers (paper: 3,000 random MATH problems). Also registers the
-    profile's replicate seeds as partitions of the per-method assets."""
+    profile's replicate seeds and experiment variants as partition keys (PROFILE_PARTITIONS)."""
     from rift_core.data import SkippedRowsWarning, load_problems
 
     p = rift.load()
@@ -28,7 +37,7 @@ def seed_problems(context: dg.AssetExecutionContext, rift: RunProfile, storage: 
     for row in skipped:
         context.log.warning(f"skipped seed row: {row}")
     path = storage.write(df, p.name, "problems.parquet")
-    register_seeds(context.instance, p)
+    register_partitions(context.instance, p)
     digest = file_hash(path)
     storage.record_run(context, p.name, path=path, content_hash=digest)
     storage.publish_views(p.name)
@@ -77,12 +86,15 @@ def base_model(context: dg.AssetExecutionContext, rift: RunProfile, storage: Rif
     )
 
 
-def register_seeds(instance, profile) -> list[str]:
-    """Add the profile's replicate seeds to the `seed` partitions of checkpoints and benchmark_scores."""
-    keys = [str(s) for s in profile.replicates]
-    known = set(instance.get_dynamic_partitions(seed_partitions.name))
-    instance.add_dynamic_partitions(seed_partitions.name, [k for k in keys if k not in known])
-    return keys
+def register_partitions(instance, profile) -> dict[str, list[str]]:
+    """Add the profile's keys to each of its dynamic partition sets (PROFILE_PARTITIONS); keys of other profiles stay."""
+    added = {}
+    for name, keys_of in PROFILE_PARTITIONS.items():
+        keys = [str(k) for k in keys_of(profile)]
+        known = set(instance.get_dynamic_partitions(name))
+        instance.add_dynamic_partitions(name, [k for k in keys if k not in known])
+        added[name] = keys
+    return added
 
 
 def base_model_info(storage: RiftStorage, profile) -> dict:

@@ -89,6 +89,11 @@ class InProcessPipesClient(dg.PipesClient):
         with dg.open_pipes_session(context=context, extras=extras, context_injector=dg.PipesTempFileContextInjector(),
                                    message_reader=dg.PipesTempFileMessageReader()) as session:
             run_in_process(session.get_bootstrap_env_vars())
+            # The reader thread stops at the first empty read after the session closes; on a busy CPU that read can
+            # come before it has seen the last lines (metadata, checks). The child's last message is "closed".
+            deadline = time.monotonic() + 30
+            while not session.message_handler.received_closed_message and time.monotonic() < deadline:
+                time.sleep(0.01)
         return dg.PipesClientCompletedInvocation(session)
 
 
