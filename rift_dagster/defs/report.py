@@ -90,7 +90,9 @@ def report(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftSto
         parts.append(section("Loss curves (first replicate seed)", figure(loss_curves(curves), "loss_curves.png")))
 
     sweep = read_all(exp / "lr_sweep")
-    parts.append(section("Learning-rate sweep (validation split)",
+    if sweep is not None:  # each method's file repeats the base model's row
+        sweep = sweep.unique(["method", "learning_rate"], keep="first", maintain_order=True)
+    parts.append(section("Learning-rate sweep (validation split, Mean@k / Pass@k %)",
                          to_markdown(sweep.with_columns(pl.col("mean_at_k", "pass_at_k") * 100)) if sweep is not None
                          else missing("lr_sweep"), "lr_sweep"))
 
@@ -182,6 +184,15 @@ def report(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftSto
     if rounds:
         r = pl.concat([pl.read_parquet(f) for f in rounds], how="diagonal_relaxed")
         parts.append(section("Regeneration rounds (Mean@k %)", to_markdown(scores_table(r)), "round_scores"))
+
+    timing_files = sorted((base / "timings").glob("*.parquet"))
+    if timing_files:
+        t = pl.concat([pl.read_parquet(f) for f in timing_files], how="diagonal_relaxed")
+        per_step = (t.group_by("step").agg(pl.len().alias("runs"), pl.col("seconds").sum().round(1),
+                                           pl.col("finished_at").max().alias("last"))
+                    .sort("last"))
+        parts.append(section("Wall time per step (every `make` invocation so far; this report's own step is not in it)",
+                             f"{to_markdown(per_step)}\n\nTotal: {t['seconds'].sum() / 60:.1f} min", "timings"))
 
     lineage = read_json(base / "base_model.json")
     runs = sorted((base / "runs").glob("*.parquet"))
