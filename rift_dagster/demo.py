@@ -83,6 +83,10 @@ def materialize_all(profile: str, data_dir: str = "data", instance=None, steps=N
                               for s in (graph[1:] if name == "graph" else protocol_steps(p, name, instance))]
     assets = list(defs().assets)
     res = rift_resources(profile, data_dir, out_of_process)
+    import polars as pl
+
+    storage = RiftStorage(data_dir=data_dir)
+    timing_file = f"timings/{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.parquet"  # rewritten after every step
     results, failed, timings = [], {}, []
     for selection, keys in steps:
         for key in keys:
@@ -100,16 +104,13 @@ def materialize_all(profile: str, data_dir: str = "data", instance=None, steps=N
             seconds = time.time() - start
             timings.append({"step": ", ".join(selection), "partition": str(key or ""), "seconds": round(seconds, 2),
                             "success": results[-1].success, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            storage.write(pl.DataFrame(timings), p.name, timing_file)  # the report (a later step) reads them
             if results[-1].success:
                 print(f"    done in {seconds:.1f} s", flush=True)
             else:
                 failed[which if which is not None else label] = label
                 print(f"    FAILED in {seconds:.1f} s: {' '.join(failures(results[-1:]).values())}", flush=True)
     if timings:
-        import polars as pl
-
-        storage = RiftStorage(data_dir=data_dir)
-        storage.write(pl.DataFrame(timings), p.name, f"timings/{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.parquet")
         storage.publish_views(p.name)
     return results
 

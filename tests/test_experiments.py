@@ -47,7 +47,7 @@ def test_the_report_has_every_table_and_its_figures_are_pngs(experiments):
     root, _, _ = experiments
     text = (root / "report" / "README.md").read_text()
     for title in ("Table 6", "Table 7", "Table 8", "Table 11", "Figure 1", "Collapse", "Learning-rate sweep",
-                  "Tables 2/3", "Lineage"):
+                  "Tables 2/3", "Lineage", "Wall time per step"):
         assert f"## {title}" in text, title
     assert "Not materialised yet" not in text
     pngs = sorted((root / "report").glob("*.png"))
