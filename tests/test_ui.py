@@ -79,13 +79,19 @@ def test_the_loss_curve_is_an_image_in_the_checkpoints_metadata(dagster_dev, pag
     for job, assets, tags in (("buffer_job", None, None), ("__ASSET_JOB", ["checkpoints"], RIFT_SEED_0)):
         run_id = dagster_dev.launch(job, assets, tags=tags)
         assert dagster_dev.wait(run_id) == "SUCCESS", (dagster_dev.home.parent / "dagster_dev.log").read_text()[-3000:]
-    page.goto(dagster_dev.url + "/assets/checkpoints", wait_until="networkidle")
-    row = page.locator("tr", has_text="loss_curve").first
+    assert_metadata_image(page, dagster_dev.url + "/assets/checkpoints", "loss_curve", shots(tmp_path) / "loss_curve.png")
+
+
+def assert_metadata_image(page, url: str, entry: str, screenshot) -> None:
+    """The asset page at `url` shows metadata entry `entry` (markdown with a data-URI PNG) as a decoded image."""
+    page.goto(url, wait_until="networkidle")
+    row = page.locator("tr", has_text=entry).first
     row.wait_for(timeout=30_000)
     row.get_by_text("[Show Markdown]").click()
     image = page.locator("img[src^='data:image/png']").first
     image.wait_for(timeout=15_000)
-    page.screenshot(path=shots(tmp_path) / "loss_curve.png")
+    page.wait_for_timeout(500)  # the dialog fades in
+    page.screenshot(path=screenshot)
     width, height = image.evaluate("e => [e.naturalWidth, e.naturalHeight]")
     assert width > 200 and height > 100  # a decoded PNG, not a broken image
 
@@ -200,13 +206,5 @@ def test_the_experiments_group_materialised_from_the_ui_shows_figure_1(dagster_d
     assert all(r["status"] == "SUCCESS" for r in runs), (runs, log.read_text()[-3000:])
 
     # 3. efficiency's page: Figure 1 behind the metadata's [Show Markdown]
-    page.goto(dagster_dev.url + "/assets/efficiency", wait_until="networkidle")
-    row = page.locator("tr", has_text="figure1").first
-    row.wait_for(timeout=30_000)
-    row.get_by_text("[Show Markdown]").click()
-    image = page.locator("img[src^='data:image/png']").first
-    image.wait_for(timeout=15_000)
-    page.wait_for_timeout(500)  # the dialog fades in
-    page.screenshot(path=shots(tmp_path) / "efficiency_figure1.png")
-    width, height = image.evaluate("e => [e.naturalWidth, e.naturalHeight]")
-    assert width > 200 and height > 100  # a decoded PNG, not a broken image
+    assert_metadata_image(page, dagster_dev.url + "/assets/efficiency", "figure1",
+                          shots(tmp_path) / "efficiency_figure1.png")
