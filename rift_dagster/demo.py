@@ -68,6 +68,7 @@ def materialize_all(profile: str, data_dir: str = "data", instance=None, steps=N
     correct sample) does not stop the others; the later steps of the same method and seed (benchmark_scores[rft, 0])
     are skipped, and `failures(results)` says what failed and why. A failed buffer step still stops everything."""
     import dagster as dg
+    import polars as pl
     from rift_core.profiles import load_profile
 
     from rift_dagster.definitions import defs
@@ -83,8 +84,6 @@ def materialize_all(profile: str, data_dir: str = "data", instance=None, steps=N
                               for s in (graph[1:] if name == "graph" else protocol_steps(p, name, instance))]
     assets = list(defs().assets)
     res = rift_resources(profile, data_dir, out_of_process)
-    import polars as pl
-
     storage = RiftStorage(data_dir=data_dir)
     timing_file = f"timings/{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.parquet"  # rewritten after every step
     results, failed, timings = [], {}, []
@@ -116,7 +115,7 @@ def materialize_all(profile: str, data_dir: str = "data", instance=None, steps=N
 
 
 def failures(results: list) -> dict[str, str]:
-    """{"checkpoints[rft]": why it failed} for the failed steps of `results` (runs of materialize_all); for a
+    """{"checkpoints[rft|0]": why it failed} for the failed steps of `results` (runs of materialize_all); for a
     dg.Failure, its description."""
     out = {}
     for result in results:

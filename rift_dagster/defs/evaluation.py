@@ -7,7 +7,7 @@ import dagster as dg
 from rift_core.stats import to_markdown
 
 from rift_dagster.defs.problems import base_model, base_model_info, seed_partitions
-from rift_dagster.defs.resources import (RiftStorage, RunProfile, file_hash, run_step, settings_key,
+from rift_dagster.defs.resources import (RiftStorage, RunProfile, file_hash, read_parquets, run_step, settings_key,
                                          table_metadata)
 from rift_dagster.defs.training import METHODS, checkpoints, partition
 
@@ -55,10 +55,7 @@ def in_paper_order(scores):
 
 def read_scores(storage: RiftStorage, profile):
     """Every score row written so far (all models and seeds), or None."""
-    import polars as pl
-
-    files = sorted((storage.root(profile.name) / "scores").glob("*.parquet"))
-    return pl.concat([pl.read_parquet(f) for f in files], how="vertical_relaxed") if files else None
+    return read_parquets(storage.root(profile.name) / "scores")
 
 
 def results_markdown(scores) -> dict:

@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 import dagster as dg
-from rift_core import methods
 from rift_core.rewards import PAPER_VARIANTS
 from rift_core.stats import to_markdown
 
@@ -21,7 +20,7 @@ from rift_dagster.defs.iteration import round_checkpoint, round_dir, round_parti
 from rift_dagster.defs.problems import DYNAMIC, base_model, base_model_info, seed_partitions, seed_problems
 from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash, table_metadata
 from rift_dagster.defs.rewards import label, reward_labels
-from rift_dagster.defs.training import checkpoints, train
+from rift_dagster.defs.training import checkpoints, train, write_train_data
 
 GROUP = "experiments"
 # the keys are the profile's selection (problems.PROFILE_PARTITIONS), so "Materialize all" runs what it selects
@@ -39,14 +38,6 @@ def root(storage: RiftStorage, profile) -> Path:
     return storage.root(profile.name) / "experiments"
 
 
-def read_all(folder: Path):
-    """Every Parquet file under `folder` as one frame, or None."""
-    import polars as pl
-
-    files = sorted(folder.glob("*.parquet"))
-    return pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed") if files else None
-
-
 def check_selected(value: str, selected: list, what: str, profile) -> None:
     if value not in [str(v) for v in selected]:
         raise dg.Failure(f"{what} {value!r} is not selected by profile {profile.name!r} (experiments: "
@@ -56,16 +47,15 @@ def check_selected(value: str, selected: list, what: str, profile) -> None:
 def train_rift_and_score(context, rift, storage, pipes_client, p, model: str, labels, work: Path, seed: int,
                          name: str, **sampling):
     """RIFT trained from `model` on `labels` at replicate `seed` into `work/checkpoint`, then scored on the
-    benchmarks (sampling overrides, e.g. k); the score rows named `name`."""
+    benchmarks (sampling overrides, e.g. k); (the score rows named `name`, the training's metadata)."""
     import polars as pl
 
-    problems = pl.read_parquet(storage.root(p.name) / "problems.parquet")
-    data = storage.write(methods.get("rift").buffer_rows(problems, labels), p.name,
-                         str((work / "train_data.parquet").relative_to(storage.root(p.name))))
-    metadata, results = train(context, rift, pipes_client, p, "rift", model, data, work / "checkpoint", seed=seed)
+    data, _ = write_train_data(storage, p, "rift", labels,
+                               str((work / "train_data.parquet").relative_to(storage.root(p.name))))
+    metadata, _ = train(context, rift, pipes_client, p, "rift", model, data, work / "checkpoint", seed=seed)
     scores, _, _ = score(context, rift, storage, pipes_client, p, str(work / "checkpoint"), work / "eval", seed,
                          **sampling)
-    return scores.with_columns(pl.lit(name).alias("model")), metadata, results
+    return scores.with_columns(pl.lit(name).alias("model")), metadata
 
 
 # ------------------------------------------------------------------------------- validation: rates, collapse
@@ -109,10 +99,8 @@ def lr_sweep(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftS
     method, p = context.partition_key, rift.load()
     check_selected(method, p.experiments.lr_sweep_methods, "method", p)
     seed, base = p.experiment_seeds[0], base_model_info(storage, p)
-    data = storage.root(p.name) / "train_data" / f"{method}.parquet"
-    storage.write(methods.get(method).buffer_rows(pl.read_parquet(storage.root(p.name) / "problems.parquet"),
-                                                  pl.read_parquet(storage.root(p.name) / "labels.parquet")),
-                  p.name, str(data.relative_to(storage.root(p.name))))
+    data, _ = write_train_data(storage, p, method, pl.read_parquet(storage.root(p.name) / "labels.parquet"),
+                               f"train_data/{method}.parquet")
     work = root(storage, p) / "lr_sweep"
     rows = [{"method": "base", "learning_rate": None, "factor": None,
              **validation_score(context, rift, storage, pipes_client, p, base["path"], work / "base" / "eval", seed)}]
@@ -159,13 +147,11 @@ def collapse(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftS
     seed, base = p.experiment_seeds[0], base_model_info(storage, p)
     rate = p.experiments.collapse_learning_rate or p.train_config("rift", base["path"], "").learning_rate
     work = root(storage, p) / "collapse"
-    problems = pl.read_parquet(storage.root(p.name) / "problems.parquet")
     labels = pl.read_parquet(storage.root(p.name) / "labels.parquet")
     start_score = validation_score(context, rift, storage, pipes_client, p, base["path"], work / "base_eval", seed)
     runs, scored = {}, [{"method": m, "epoch": 0, "mean_at_k": start_score["mean_at_k"]} for m in ("naive", "rift")]
     for method in ("naive", "rift"):
-        data = storage.write(methods.get(method).buffer_rows(problems, labels), p.name,
-                             f"experiments/collapse/{method}/train_data.parquet")
+        data, _ = write_train_data(storage, p, method, labels, f"experiments/collapse/{method}/train_data.parquet")
         out = work / method / "checkpoint"
         train(context, rift, pipes_client, p, method, base["path"], data, out, seed=seed, learning_rate=rate,
               num_epochs=p.experiments.collapse_epochs, save_epochs=True)
@@ -203,7 +189,7 @@ def reward_scheme_scores(context: dg.AssetExecutionContext, rift: RunProfile, st
     labels = assign_rewards(pl.read_parquet(storage.root(p.name) / "labels.parquet").drop("reward"),
                             **{"r_pos": p.rewards.r_pos, **PAPER_VARIANTS[variant]})
     work = root(storage, p) / "reward_schemes" / variant / f"seed={seed}"
-    scores, metadata, results = train_rift_and_score(context, rift, storage, pipes_client, p,
+    scores, metadata = train_rift_and_score(context, rift, storage, pipes_client, p,
                                                      base_model_info(storage, p)["path"], labels, work, seed, variant)
     storage.write(scores, p.name, f"experiments/reward_schemes/scores/{variant}-seed{seed}.parquet")
     storage.publish_views(p.name)
@@ -249,7 +235,7 @@ def k_scores(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftS
     check_selected(str(k), p.experiments.ks, "K", p)
     labels = pl.read_parquet(root(storage, p) / "k" / "labels.parquet").filter(pl.col("sample_idx") < k)
     work = root(storage, p) / "k" / f"k={k}" / f"seed={seed}"
-    scores, metadata, results = train_rift_and_score(context, rift, storage, pipes_client, p,
+    scores, metadata = train_rift_and_score(context, rift, storage, pipes_client, p,
                                                      base_model_info(storage, p)["path"], labels, work, seed,
                                                      f"K={k}", k=p.experiments.small_k)
     scores = scores.with_columns(pl.lit(k).alias("train_k"))
@@ -289,7 +275,7 @@ def second_round_scores(context: dg.AssetExecutionContext, rift: RunProfile, sto
                   f"experiments/second_round/buffers/{source}-seed{seed}.parquet")
     small_k = p.experiments.small_k
     before, _, _ = score(context, rift, storage, pipes_client, p, str(start_from), work / "eval_before", seed, k=small_k)
-    after, metadata, results = train_rift_and_score(context, rift, storage, pipes_client, p, str(start_from), labels,
+    after, metadata = train_rift_and_score(context, rift, storage, pipes_client, p, str(start_from), labels,
                                                     work, seed, f"{source} + RIFT", k=small_k)
     scores = pl.concat([before.with_columns(pl.lit(source).alias("model")), after], how="diagonal_relaxed")
     storage.write(scores.with_columns(pl.lit(source).alias("source")), p.name,
@@ -332,13 +318,10 @@ def efficiency_rows(storage: RiftStorage, p):
     if scores is None:
         raise dg.Failure("no benchmark_scores are materialised yet")
     avg = scores.group_by("model", "seed").agg((pl.col("mean_at_k").mean() * 100).alias("avg_mean_at_k"))
-    rows = []
-    for run in sorted((storage.root(p.name) / "checkpoints").glob("*/seed=*/rift_run.json")):
-        summary = json.loads(run.read_text())
-        rows.append({"method": run.parent.parent.name, "seed": int(run.parent.name.split("=")[1]),
-                     "peak_memory_gb": summary.get("peak_memory_bytes", 0) / 2**30,
-                     "peak_memory_source": summary.get("peak_memory_source"),
-                     "step_seconds_median": summary.get("step_seconds_median"), "train_seconds": summary.get("seconds")})
+    rows = [{"method": method, "seed": seed, "peak_memory_gb": summary.get("peak_memory_bytes", 0) / 2**30,
+             "peak_memory_source": summary.get("peak_memory_source"),
+             "step_seconds_median": summary.get("step_seconds_median"), "train_seconds": summary.get("seconds")}
+            for method, seed, summary in storage.trained_runs(p.name)]
     if not rows:
         raise dg.Failure("no checkpoints are materialised yet")
     return pl.DataFrame(rows).join(avg.rename({"model": "method"}), on=["method", "seed"], how="left")

@@ -87,14 +87,15 @@ def base_model(context: dg.AssetExecutionContext, rift: RunProfile, storage: Rif
 
 
 def register_partitions(instance, profile) -> dict[str, list[str]]:
-    """Add the profile's keys to each of its dynamic partition sets (PROFILE_PARTITIONS); keys of other profiles stay."""
-    added = {}
+    """Add the profile's keys to each of its dynamic partition sets (PROFILE_PARTITIONS); keys of other profiles stay.
+    Returns the profile's keys per set."""
+    selected = {}
     for name, keys_of in PROFILE_PARTITIONS.items():
         keys = [str(k) for k in keys_of(profile)]
         known = set(instance.get_dynamic_partitions(name))
         instance.add_dynamic_partitions(name, [k for k in keys if k not in known])
-        added[name] = keys
-    return added
+        selected[name] = keys
+    return selected
 
 
 def base_model_info(storage: RiftStorage, profile) -> dict:

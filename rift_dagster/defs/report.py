@@ -2,7 +2,6 @@
 `<data_dir>/<profile>/report/README.md` with its PNG figures beside it (`make report PROFILE=...`). Each table is
 also a SQL view (named in its section); the paper's own numbers stand beside ours where the protocol matches,
 labelled as the paper's (Qwen2.5-Math-1.5B trained on MATH)."""
-import json
 import platform
 import time
 
@@ -10,9 +9,9 @@ import dagster as dg
 from rift_core.stats import to_markdown
 
 from rift_dagster.defs.evaluation import MODELS, read_scores, results
-from rift_dagster.defs.experiments import (collapse, efficiency, k_rollouts, k_scores, lr_sweep, read_all,
+from rift_dagster.defs.experiments import (collapse, efficiency, k_rollouts, k_scores, lr_sweep,
                                            reward_scheme_scores, root, round_scores, second_round_scores)
-from rift_dagster.defs.resources import RiftStorage, RunProfile, read_json
+from rift_dagster.defs.resources import RiftStorage, RunProfile, read_json, read_parquets
 
 # The paper's own Avg figures (Qwen2.5-Math-1.5B, MATH), for the tables whose protocol we run
 PAPER_TABLE6_AVG = {"gpg_mean": "35.3 ± 1.65", "gpg_scaled": "36.0 ± 1.75", "gaussian": "36.6 ± 1.73",
@@ -39,12 +38,6 @@ def with_paper(table, column: str, paper: dict, key: str = "model"):
     return table.with_columns(pl.col(key).replace_strict(paper, default=None, return_dtype=pl.String).alias(column))
 
 
-def scores_table(scores, models=None, metric="mean_at_k"):
-    from rift_core.results import seed_table
-
-    return seed_table(scores, metric, models=models)
-
-
 @dg.asset(group_name="report", kinds={"markdown"},
           deps=[results, lr_sweep, collapse, reward_scheme_scores, k_rollouts, k_scores, second_round_scores,
                 round_scores, efficiency])
@@ -54,6 +47,7 @@ def report(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftSto
     the wall time of each step. A protocol not materialised yet is named, not skipped silently."""
     import polars as pl
     from rift_core.figures import bars_with_error, lines_per_k, loss_curves, save_png
+    from rift_core.results import seed_long, seed_table
 
     start = time.time()
     p = rift.load()
@@ -74,22 +68,20 @@ def report(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftSto
         models = [m for m in MODELS if m in set(scores["model"])]
         k = int(scores["k"].max())
         parts.append(section(f"Tables 2/3: Mean@{k} and Pass@{k} (%, mean ± std over seeds)",
-                             f"Mean@{k}\n\n{to_markdown(scores_table(scores, models))}\n\nPass@{k}\n\n"
-                             f"{to_markdown(scores_table(scores, models, 'pass_at_k'))}", "scores"))
+                             f"Mean@{k}\n\n{to_markdown(seed_table(scores, models=models))}\n\nPass@{k}\n\n"
+                             f"{to_markdown(seed_table(scores, 'pass_at_k', models=models))}", "scores"))
     if (base / "comparisons.parquet").exists():
         versus = pl.read_parquet(base / "comparisons.parquet")
         parts.append(section("RIFT against the baselines (Avg, percentage points, 95% paired bootstrap)",
                              to_markdown(versus.select("comparison", "diff", "lo", "hi", "n_problems", "n_seeds",
                                                        "verdict").with_columns(pl.col("diff", "lo", "hi").round(2))),
                              "comparisons"))
-    curves = {}
-    for run in sorted((base / "checkpoints").glob("*/seed=*/rift_run.json")):
-        if run.parent.name == f"seed={p.replicates[0]}":
-            curves[run.parent.parent.name] = json.loads(run.read_text()).get("loss_history") or []
+    curves = {method: summary.get("loss_history") or [] for method, seed, summary in storage.trained_runs(p.name)
+              if seed == p.replicates[0]}
     if curves:
         parts.append(section("Loss curves (first replicate seed)", figure(loss_curves(curves), "loss_curves.png")))
 
-    sweep = read_all(exp / "lr_sweep")
+    sweep = read_parquets(exp / "lr_sweep")
     if sweep is not None:  # each method's file repeats the base model's row
         sweep = sweep.unique(["method", "learning_rate"], keep="first", maintain_order=True)
     parts.append(section("Learning-rate sweep (validation split, Mean@k / Pass@k %)",
@@ -107,12 +99,10 @@ def report(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftSto
         parts.append(section("Collapse", missing("collapse")))
 
     # Table 6
-    variants = read_all(exp / "reward_schemes" / "scores")
+    variants = read_parquets(exp / "reward_schemes" / "scores")
     if variants is not None and scores is not None:
         both = pl.concat([variants, scores.filter(pl.col("model") == "rft")], how="diagonal_relaxed")
-        table = with_paper(scores_table(both), "paper Avg", PAPER_TABLE6_AVG)
-        from rift_core.results import seed_long
-
+        table = with_paper(seed_table(both), "paper Avg", PAPER_TABLE6_AVG)
         avg = seed_long(both).filter(pl.col("benchmark") == "Avg")
         body = (f"{to_markdown(table)}\n\n"
                 + figure(bars_with_error(avg, "model", "mean", "std", "Table 6: Avg Mean@k by reward scheme"),
@@ -142,18 +132,16 @@ def report(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftSto
         parts.append(section("Table 7 / Figure 1", missing("efficiency")))
 
     # Tables 8-10
-    kscores = read_all(exp / "k" / "scores")
+    kscores = read_parquets(exp / "k" / "scores")
     if kscores is not None:
         order = [f"K={k}" for k in sorted(set(kscores["train_k"].to_list()))]
-        table = scores_table(kscores, order)
+        table = seed_table(kscores, models=order)
         paper = {f"K={k}": f"{m} / {s}" for k, (m, s) in PAPER_TABLE8_AVG.items() if k != "base"}
         table = with_paper(table, "paper Avg Mean@3 / Pass@3", paper)
-        body = f"Mean@{int(kscores['k'].max())}\n\n{to_markdown(table)}\n\nPass\n\n{to_markdown(scores_table(kscores, order, 'pass_at_k'))}"
+        body = f"Mean@{int(kscores['k'].max())}\n\n{to_markdown(table)}\n\nPass\n\n{to_markdown(seed_table(kscores, 'pass_at_k', models=order))}"
         if (exp / "k" / "buffer_stats.parquet").exists():
             stats = pl.read_parquet(exp / "k" / "buffer_stats.parquet")
             body += f"\n\nTables 9/10 (the buffer per K)\n\n{to_markdown(stats)}"
-            from rift_core.results import seed_long
-
             avg = seed_long(kscores, models=order).filter(pl.col("benchmark") == "Avg").with_columns(
                 pl.col("model").str.strip_prefix("K=").cast(pl.Int64).alias("k_train"))
             per_k = stats.select(pl.col("k").alias("k_train"), "pct_pos", "pct_mixed").join(
@@ -165,14 +153,14 @@ def report(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftSto
         parts.append(section("Table 8: K", missing("k_scores")))
 
     # Tables 11-13
-    second = read_all(exp / "second_round" / "scores")
+    second = read_parquets(exp / "second_round" / "scores")
     if second is not None:
         order = [m for src in p.experiments.second_round_from for m in (src, f"{src} + RIFT")
                  if m in set(second["model"])]
-        table = with_paper(scores_table(second, order), "paper Avg Mean@3 / Pass@3",
+        table = with_paper(seed_table(second, models=order), "paper Avg Mean@3 / Pass@3",
                            {m: f"{a} / {b}" for m, (a, b) in PAPER_TABLE11_AVG.items()})
         body = to_markdown(table)
-        buffers = read_all(exp / "second_round" / "buffers")
+        buffers = read_parquets(exp / "second_round" / "buffers")
         if buffers is not None:
             body += f"\n\nTables 12/13 (the second-round buffers)\n\n{to_markdown(buffers)}"
         parts.append(section("Table 11: a second round of RIFT from SFT, DFT and RIFT (Mean@3 %, mean ± std)", body,
@@ -180,14 +168,12 @@ def report(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftSto
     else:
         parts.append(section("Table 11: second round", missing("second_round_scores")))
 
-    rounds = sorted((base / "rounds").glob("round=*/scores.parquet"))
-    if rounds:
-        r = pl.concat([pl.read_parquet(f) for f in rounds], how="diagonal_relaxed")
-        parts.append(section("Regeneration rounds (Mean@k %)", to_markdown(scores_table(r)), "round_scores"))
+    r = read_parquets(base / "rounds", "round=*/scores.parquet")
+    if r is not None:
+        parts.append(section("Regeneration rounds (Mean@k %)", to_markdown(seed_table(r)), "round_scores"))
 
-    timing_files = sorted((base / "timings").glob("*.parquet"))
-    if timing_files:
-        t = pl.concat([pl.read_parquet(f) for f in timing_files], how="diagonal_relaxed")
+    t = read_parquets(base / "timings")
+    if t is not None:
         per_step = (t.group_by("step").agg(pl.len().alias("runs"), pl.col("seconds").sum().round(1),
                                            pl.col("finished_at").max().alias("last"))
                     .sort("last"))
@@ -195,8 +181,8 @@ def report(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftSto
                              f"{to_markdown(per_step)}\n\nTotal: {t['seconds'].sum() / 60:.1f} min", "timings"))
 
     lineage = read_json(base / "base_model.json")
-    runs = sorted((base / "runs").glob("*.parquet"))
-    steps = (pl.concat([pl.read_parquet(f) for f in runs], how="diagonal_relaxed") if runs else pl.DataFrame())
+    steps = read_parquets(base / "runs")
+    steps = pl.DataFrame() if steps is None else steps
     hashes = [c for c in ("buffer_hash", "checkpoint_hash", "base_model_hash") if c in steps.columns]
     header = (f"# RIFT report: profile `{p.name}`\n\nWritten {time.strftime('%Y-%m-%d %H:%M:%S %Z')} on "
               f"{platform.node()} ({platform.machine()}, {platform.processor() or 'cpu'}, Python "

@@ -146,6 +146,12 @@ class RiftStorage(dg.ConfigurableResource):
     def checkpoint_dir(self, profile: str, method: str, seed: int) -> Path:
         return self.root(profile) / "checkpoints" / method / f"seed={seed}"
 
+    def trained_runs(self, profile: str) -> list[tuple[str, int, dict]]:
+        """(method, seed, run summary) of every finished checkpoint (its rift_run.json)."""
+        runs = sorted((self.root(profile) / "checkpoints").glob("*/seed=*/rift_run.json"))
+        return [(run.parent.parent.name, int(run.parent.name.split("=")[1]), json.loads(run.read_text()))
+                for run in runs]
+
     def scores_path(self, profile: str, model: str, seed: int) -> Path:
         """One model's scores at one replicate seed (the `scores` view reads them all)."""
         return self.root(profile) / "scores" / f"{model}-seed{seed}.parquet"
@@ -194,6 +200,14 @@ class RiftStorage(dg.ConfigurableResource):
             con.close()
         os.replace(tmp, db)
         return db
+
+
+def read_parquets(folder: Path, pattern: str = "*.parquet"):
+    """Every Parquet file under `folder` matching `pattern`, as one frame (columns unioned by name), or None."""
+    import polars as pl
+
+    files = sorted(Path(folder).glob(pattern))
+    return pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed") if files else None
 
 
 def file_hash(path: str | os.PathLike) -> str:

@@ -23,6 +23,16 @@ def partition(context, first: str) -> tuple[str, int]:
     return keys[first], int(keys["seed"])
 
 
+def write_train_data(storage: RiftStorage, profile, method: str, labels, relpath: str) -> tuple[Path, int]:
+    """`method`'s training frame from the profile's problems and `labels`, written to `relpath` (under the profile's
+    folder): its path and row count."""
+    import polars as pl
+
+    problems = pl.read_parquet(storage.root(profile.name) / "problems.parquet")
+    data = methods.get(method).buffer_rows(problems, labels)
+    return storage.write(data, profile.name, relpath), len(data)
+
+
 def train(context, rift: RunProfile, pipes_client: dg.PipesClient, profile, method: str, model: str,
           data_path: Path, out_dir: Path, seed: int | None = None, **overrides) -> tuple[dict, list]:
     """Train one method out of process (replicate `seed`; TrainConfig `overrides`); the same `out_dir` resumes
@@ -59,9 +69,8 @@ def checkpoints(context: dg.AssetExecutionContext, rift: RunProfile, storage: Ri
     p = rift.load()
     root = storage.root(p.name)
     base = base_model_info(storage, p)
-    data = methods.get(method).buffer_rows(pl.read_parquet(root / "problems.parquet"),
-                                           pl.read_parquet(root / "labels.parquet"))
-    data_path = storage.write(data, p.name, f"train_data/{method}.parquet")
+    data_path, n_rows = write_train_data(storage, p, method, pl.read_parquet(root / "labels.parquet"),
+                                         f"train_data/{method}.parquet")
     out_dir = storage.checkpoint_dir(p.name, method, seed)
     start = time.time()
     metadata, results = train(context, rift, pipes_client, p, method, base["path"], data_path, out_dir, seed=seed)
@@ -72,7 +81,7 @@ def checkpoints(context: dg.AssetExecutionContext, rift: RunProfile, storage: Ri
     storage.publish_views(p.name)
     yield dg.MaterializeResult(
         metadata={**metadata, "checkpoint_hash": ckpt_hash, "buffer_hash": buffer_hash,
-                  "base_model_hash": base["hash"], "training_rows": len(data),
+                  "base_model_hash": base["hash"], "training_rows": n_rows,
                   "duration_s": round(time.time() - start, 2)},
         data_version=dg.DataVersion(ckpt_hash),
     )
