@@ -27,13 +27,15 @@ test: setup browser
 demo: setup
 	$(PY) -m rift_dagster.demo --profile $(PROFILE) --seeds 0
 
-# every replicate seed, Tables 2/3 with their spread and RIFT's intervals, and the collapse experiment (resumable)
+# every replicate seed, Tables 2/3 with their spread and RIFT's intervals, and the collapse experiment (resumable).
+# One torch thread, in process: the setting benchmarks/results/tiny.md was measured with (the base policy's
+# weights depend on the thread count, so this pins the policy the figures come from)
 results: setup
-	$(PY) -m rift_dagster.demo --profile $(PROFILE) --protocols graph,collapse
+	OMP_NUM_THREADS=1 $(PY) -m rift_dagster.demo --profile $(PROFILE) --protocols graph,collapse --in-process
 
 # the learning-rate sweep on the validation split (one seed); write the chosen rates into the profile
 lr-sweep: setup
-	$(PY) -m rift_dagster.demo --profile $(PROFILE) --protocols lr_sweep --seeds 0
+	OMP_NUM_THREADS=1 $(PY) -m rift_dagster.demo --profile $(PROFILE) --protocols lr_sweep --seeds 0 --in-process
 
 # every protocol and data/<profile>/report/README.md; smoke runs its steps in this process (seconds, not minutes)
 report: setup
