@@ -3,6 +3,8 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 PROFILE ?= tiny
+# partitions of a step run side by side, one torch thread each (rift_dagster.demo --jobs)
+JOBS    ?= $(shell nproc)
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 
 .PHONY: setup browser test demo results lr-sweep report ui sql bench clean
@@ -25,21 +27,24 @@ test: setup browser
 
 # one replicate seed, so a fresh machine sees the whole graph in minutes
 demo: setup
-	$(PY) -m rift_dagster.demo --profile $(PROFILE) --seeds 0
+	$(PY) -m rift_dagster.demo --profile $(PROFILE) --seeds 0 --jobs $(JOBS)
 
 # every replicate seed, Tables 2/3 with their spread and RIFT's intervals, and the collapse experiment (resumable).
-# One torch thread, in process: the setting benchmarks/results/tiny.md was measured with (the base policy's
-# weights depend on the thread count, so this pins the policy the figures come from)
+# One torch thread per step (--jobs sets it): the base policy's weights depend on the thread count, so this pins
+# the policy benchmarks/results/tiny.md was measured with
 results: setup
-	OMP_NUM_THREADS=1 $(PY) -m rift_dagster.demo --profile $(PROFILE) --protocols graph,collapse --in-process
+	$(PY) -m rift_dagster.demo --profile $(PROFILE) --protocols graph,collapse --jobs $(JOBS)
 
 # the learning-rate sweep on the validation split (one seed); write the chosen rates into the profile
 lr-sweep: setup
-	OMP_NUM_THREADS=1 $(PY) -m rift_dagster.demo --profile $(PROFILE) --protocols lr_sweep --seeds 0 --in-process
+	$(PY) -m rift_dagster.demo --profile $(PROFILE) --protocols lr_sweep --seeds 0 --jobs $(JOBS)
 
-# every protocol and data/<profile>/report/README.md; smoke runs its steps in this process (seconds, not minutes)
+# every protocol but the sweep, and data/<profile>/report/README.md; smoke runs its steps in this process
+# (seconds, not minutes)
+REPORT_PROTOCOLS := graph,collapse,reward_schemes,k,second_round,rounds,efficiency,report
 report: setup
-	$(PY) -m rift_dagster.demo --profile $(PROFILE) --protocols all $(if $(filter smoke,$(PROFILE)),--in-process)
+	$(PY) -m rift_dagster.demo --profile $(PROFILE) --protocols $(REPORT_PROTOCOLS) \
+		$(if $(filter smoke,$(PROFILE)),--in-process,--jobs $(JOBS))
 
 ui: setup
 	RIFT_PROFILE=$(PROFILE) $(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from rift_core import data
+from rift_core.io import tmp_beside
 
 QWEN = "https://raw.githubusercontent.com/QwenLM/Qwen2.5-Math/main/evaluation/data/{}/test.jsonl"
 MATH_SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra", "number_theory",
@@ -194,7 +195,7 @@ def _revision(source: Source) -> str | None:
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = tmp_beside(path)
     tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
@@ -205,7 +206,7 @@ def download_set(spec: HubSet, to: Path) -> dict:
     extract = data.EXTRACTORS[spec.name, spec.split]
     path = to / spec.path
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = tmp_beside(path)
     n = bad = 0
     try:
         with open(tmp, "w", encoding="utf-8") as f:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import polars as pl
 
+from rift_core.io import tmp_beside
+
 DPI = 90
 
 
@@ -182,7 +184,7 @@ def save_png(fig, path: str | os.PathLike, dpi: int = DPI) -> Path:
     The figure stays open (markdown_image may follow)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = tmp_beside(path)
     try:
         tmp.write_bytes(_png(fig, dpi))
         os.replace(tmp, path)

@@ -17,7 +17,7 @@ from pathlib import Path
 import polars as pl
 
 from rift_core import locks
-from rift_core.io import write_parquet_atomic
+from rift_core.io import tmp_beside, write_parquet_atomic
 from rift_core.prompts import render_prompt
 
 ROLLOUT_SCHEMA = {
@@ -306,7 +306,7 @@ def _check_manifest(out_dir: Path, manifest: dict) -> None:
     if not path.exists():
         if any(out_dir.glob("chunk-*.parquet")):
             raise ValueError(f"{out_dir} holds chunk files but no manifest.json; refusing to mix them in")
-        tmp = path.with_name(f".manifest.json.tmp-{os.getpid()}")
+        tmp = tmp_beside(path)
         tmp.write_text(json.dumps(manifest, indent=2))
         os.replace(tmp, path)
         return

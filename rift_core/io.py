@@ -1,15 +1,22 @@
 """Atomic Parquet writes and tolerant table reads."""
 import os
+import threading
 from pathlib import Path
 
 import polars as pl
+
+
+def tmp_beside(path: Path) -> Path:
+    """A temporary name beside `path`, for a write-then-rename; unique per process and thread, so concurrent steps
+    in one process (`rift_dagster.demo --jobs`) never share it."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
 
 
 def write_parquet_atomic(df: pl.DataFrame, path: str | os.PathLike) -> Path:
     """Write to a temporary file beside `path`, then rename: readers never see a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = tmp_beside(path)
     df.write_parquet(tmp)
     os.replace(tmp, path)
     return path

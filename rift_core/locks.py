@@ -18,6 +18,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from rift_core.io import tmp_beside
+
 RUN_ID_ENV = "RIFT_RUN_ID"  # the Dagster run a process works for, when it works for one
 WAIT_HINT = ("set wait_for_lock to queue behind it (the `rift` resource's wait_for_lock: true in the Launchpad; "
              "--wait-for-lock on python -m rift_core train / generate / evaluate)")
@@ -87,6 +89,6 @@ def _write_owner(target: Path, run_id: str | None) -> None:
               "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": " ".join(sys.argv)[:300],
               "target": str(target)}
     dest = owner_path(target)
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    tmp = tmp_beside(dest)
     tmp.write_text(json.dumps(record, indent=1))
     os.replace(tmp, dest)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import polars as pl
 
+from rift_core.io import tmp_beside
+
 from rift_core.prompts import QWEN_MATH_COT_SYSTEM, render_prompt
 
 # ---------------------------------------------------------------------------------------------- problems
@@ -451,7 +453,7 @@ def ensure_base_policy(out_dir: str | os.PathLike, progress: bool = True, **toy_
     final = Path(out_dir) / f"toy-base-{policy_key(cfg)}"
     if (final / "config.json").exists():
         return final
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    tmp = tmp_beside(final)
     shutil.rmtree(tmp, ignore_errors=True)
     t0 = time.time()
     try:
@@ -490,7 +492,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.cmd == "problems":
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+        tmp = tmp_beside(out)
         problems(args.split, args.n, args.seed).write_ndjson(tmp)
         os.replace(tmp, out)
         print(out)

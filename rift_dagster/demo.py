@@ -59,14 +59,21 @@ PROTOCOLS = ["graph", "lr_sweep", "collapse", "reward_schemes", "k", "second_rou
 
 
 def materialize_all(profile: str, data_dir: str = "data", instance=None, steps=None, out_of_process: bool = True,
-                    keep_going: bool = False, seeds: list[int] | None = None, protocols=("graph",)) -> list:
+                    keep_going: bool = False, seeds: list[int] | None = None, protocols=("graph",), jobs: int = 1) -> list:
     """Materialise the `protocols` (default: the main graph at `seeds`, default the profile's replicates; the
     buffer always comes first), or the given `steps`, in lineage order; the runs' results. Each step's wall time is
     kept in `<profile>/timings/` (SQL view `timings`).
 
+    `jobs` > 1 runs that many partitions of one step at a time (Pipes subprocesses, so `out_of_process` only), never
+    two that share their first key (a method, variant, source ...), whose files (training frame, second-round buffer)
+    they share.
+
     `keep_going`: as a Dagster backfill does, a failed partition (e.g. checkpoints[rft, seed 0] on a buffer with no
     correct sample) does not stop the others; the later steps of the same method and seed (benchmark_scores[rft, 0])
     are skipped, and `failures(results)` says what failed and why. A failed buffer step still stops everything."""
+    import threading
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
     import dagster as dg
     import polars as pl
     from rift_core.profiles import load_profile
@@ -75,6 +82,8 @@ def materialize_all(profile: str, data_dir: str = "data", instance=None, steps=N
     from rift_dagster.defs.problems import register_partitions
     from rift_dagster.defs.resources import RiftStorage, rift_resources
 
+    if jobs > 1 and not out_of_process:
+        raise ValueError("jobs > 1 runs partitions side by side as subprocesses; it needs out_of_process=True")
     p = load_profile(profile)
     instance = instance or dg.DagsterInstance.ephemeral()  # one instance: the seed partitions live in it
     register_partitions(instance, p)
@@ -87,31 +96,62 @@ def materialize_all(profile: str, data_dir: str = "data", instance=None, steps=N
     storage = RiftStorage(data_dir=data_dir)
     timing_file = f"timings/{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.parquet"  # rewritten after every step
     results, failed, timings = [], {}, []
-    for selection, keys in steps:
-        for key in keys:
-            which = tuple(key.values()) if isinstance(key, dict) else key  # (method or model, seed)
-            label = ", ".join(selection) + (f" [{', '.join(which) if isinstance(which, tuple) else which}]" if key else "")
-            if which is not None and which in failed:
-                print(f"==> skipping {label}: {failed[which]} failed", flush=True)
-                continue
-            print(f"==> materialising {label}", flush=True)
-            start = time.time()
-            results.append(dg.materialize(assets, selection=selection, instance=instance, resources=res,
-                                          partition_key=dg.MultiPartitionKey(key) if isinstance(key, dict) else key,
-                                          run_config=QUIET,
-                                          raise_on_error=not (keep_going and (key or selection != BUFFER))))
-            seconds = time.time() - start
+    lock = threading.Lock()
+
+    def run(selection, key, which, label):
+        start = time.time()
+        result = dg.materialize(assets, selection=selection, instance=instance, resources=res,
+                                partition_key=dg.MultiPartitionKey(key) if isinstance(key, dict) else key,
+                                run_config=QUIET, raise_on_error=not (keep_going and (key or selection != BUFFER)))
+        seconds = time.time() - start
+        with lock:
+            results.append(result)
             timings.append({"step": ", ".join(selection), "partition": str(key or ""), "seconds": round(seconds, 2),
-                            "success": results[-1].success, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+                            "success": result.success, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
             storage.write(pl.DataFrame(timings), p.name, timing_file)  # the report (a later step) reads them
-            if results[-1].success:
-                print(f"    done in {seconds:.1f} s", flush=True)
+            if result.success:
+                print(f"    done: {label} in {seconds:.1f} s", flush=True)
             else:
                 failed[which if which is not None else label] = label
-                print(f"    FAILED in {seconds:.1f} s: {' '.join(failures(results[-1:]).values())}", flush=True)
+                print(f"    FAILED: {label} in {seconds:.1f} s: {' '.join(failures([result]).values())}", flush=True)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for selection, keys in steps:
+            queue, running = list(keys), {}  # running: future -> the partition's first key
+            while queue or running:
+                for key in list(queue):
+                    if len(running) == jobs:
+                        break
+                    first = next(iter(key.values())) if isinstance(key, dict) else key
+                    if first is not None and first in running.values():
+                        continue
+                    queue.remove(key)
+                    which = tuple(key.values()) if isinstance(key, dict) else key  # (method or model, seed)
+                    label = ", ".join(selection) + (
+                        f" [{', '.join(which) if isinstance(which, tuple) else which}]" if key else "")
+                    if which is not None and which in failed:
+                        print(f"==> skipping {label}: {failed[which]} failed", flush=True)
+                        continue
+                    print(f"==> materialising {label}", flush=True)
+                    running[pool.submit(run, selection, key, which, label)] = first
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED) if running else ((), ())
+                for future in done:
+                    running.pop(future)
+                    future.result()  # a step that raised (raise_on_error) stops the run here
     if timings:
         storage.publish_views(p.name)
     return results
+
+
+def instance_without_log_capture():
+    """The $DAGSTER_HOME instance, minus its capture of stdout/stderr: runs in threads side by side (`--jobs`) would
+    swap the process's file descriptors under each other (each run dup2's them to its log file and back). The event
+    log, which holds what the Pipes children report, is kept."""
+    import dagster as dg
+    from dagster._core.instance.ref import InstanceRef
+
+    noop = {"module": "dagster._core.storage.noop_compute_log_manager", "class": "NoOpComputeLogManager"}
+    return dg.DagsterInstance.from_ref(InstanceRef.from_dir(os.environ["DAGSTER_HOME"], overrides={"compute_logs": noop}))
 
 
 def failures(results: list) -> dict[str, str]:
@@ -172,20 +212,29 @@ def main(argv: list[str] | None = None) -> None:
                          "`results`; the others are the `experiments` group and the report)")
     ap.add_argument("--seeds", default=None,
                     help="comma-separated replicate seeds to run (default: every seed in the profile's `replicates`)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="partitions of one step run side by side, each a subprocess with one torch thread "
+                         "(OMP_NUM_THREADS=1 unless set); not with --in-process")
     args = ap.parse_args(argv)
+    if args.jobs > 1:
+        if args.in_process:
+            ap.error("--jobs runs partitions as subprocesses side by side; drop --in-process")
+        os.environ.setdefault("OMP_NUM_THREADS", "1")  # the children inherit it: one core each, no oversubscription
     import dagster as dg
     from rift_core.profiles import load_profile
 
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     # With DAGSTER_HOME set (the Makefile sets it) the runs land in the instance `make ui` shows.
-    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
+    instance = None
+    if os.environ.get("DAGSTER_HOME"):
+        instance = dg.DagsterInstance.get() if args.jobs == 1 else instance_without_log_capture()
     start = time.time()
     protocols = PROTOCOLS if args.protocols == "all" else [x.strip() for x in args.protocols.split(",") if x.strip()]
     unknown = sorted(set(protocols) - set(PROTOCOLS))
     if unknown:
         ap.error(f"unknown protocol(s) {', '.join(unknown)}; expected {', '.join(PROTOCOLS)} or all")
     failed = failures(materialize_all(args.profile, args.data_dir, instance, out_of_process=not args.in_process,
-                                      keep_going=True, seeds=seeds, protocols=protocols))
+                                      keep_going=True, seeds=seeds, protocols=protocols, jobs=args.jobs))
     print(f"\n{', '.join(protocols)} materialised in {time.time() - start:.0f} s (profile {args.profile})"
           + (f", {len(failed)} step(s) failed" if failed else "") + ".\n")
     if "graph" in protocols:

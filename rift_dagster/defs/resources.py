@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import dagster as dg
+from rift_core.io import tmp_beside
 from rift_core.rewards import DEFAULT_TIMEOUT_S
 
 # view name -> (path glob under the profile folder, hive partitioning)
@@ -186,7 +187,7 @@ class RiftStorage(dg.ConfigurableResource):
 
         root = self.root(profile)
         db = self.db_path(profile)
-        tmp = db.with_name(f".{db.name}.tmp-{os.getpid()}")
+        tmp = tmp_beside(db)
         tmp.unlink(missing_ok=True)
         con = duckdb.connect(str(tmp))
         try:
@@ -239,7 +240,7 @@ def read_json(path: Path) -> dict:
 
 
 def write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = tmp_beside(path)
     tmp.write_text(json.dumps(obj, indent=1))
     os.replace(tmp, path)
 
