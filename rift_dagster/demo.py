@@ -6,6 +6,7 @@ tables from the SQL catalog and say how to open the web UI and the SQL shell.
 import argparse
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -59,20 +60,22 @@ PROTOCOLS = ["graph", "lr_sweep", "collapse", "reward_schemes", "k", "second_rou
 
 
 def materialize_all(profile: str, data_dir: str = "data", instance=None, steps=None, out_of_process: bool = True,
-                    keep_going: bool = False, seeds: list[int] | None = None, protocols=("graph",), jobs: int = 1) -> list:
+                    keep_going: bool = False, seeds: list[int] | None = None, protocols=("graph",), jobs: int = 1,
+                    record: bool = True) -> list:
     """Materialise the `protocols` (default: the main graph at `seeds`, default the profile's replicates; the
     buffer always comes first), or the given `steps`, in lineage order; the runs' results. Each step's wall time is
     kept in `<profile>/timings/` (SQL view `timings`).
 
-    `jobs` > 1 runs that many partitions of one step at a time (Pipes subprocesses, so `out_of_process` only), never
-    two that share their first key (a method, variant, source ...), whose files (training frame, second-round buffer)
-    they share.
+    `jobs` > 1 runs that many partitions of one step at a time, each run in a process of its own (`run_in_child`;
+    Dagster runs in threads of one process deadlock on the logging lock), never two that share their first key (a
+    method, variant, source ...), whose files (training frame, second-round buffer) they share. `record=False` (such a
+    child) prints and times nothing.
 
     `keep_going`: as a Dagster backfill does, a failed partition (e.g. checkpoints[rft, seed 0] on a buffer with no
     correct sample) does not stop the others; the later steps of the same method and seed (benchmark_scores[rft, 0])
     are skipped, and `failures(results)` says what failed and why. A failed buffer step still stops everything."""
     import threading
-    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
     import dagster as dg
     import polars as pl
@@ -100,12 +103,20 @@ def materialize_all(profile: str, data_dir: str = "data", instance=None, steps=N
 
     def run(selection, key, which, label):
         start = time.time()
-        result = dg.materialize(assets, selection=selection, instance=instance, resources=res,
-                                partition_key=dg.MultiPartitionKey(key) if isinstance(key, dict) else key,
-                                run_config=QUIET, raise_on_error=not (keep_going and (key or selection != BUFFER)))
+        raise_on_error = not (keep_going and (key or selection != BUFFER))
+        if jobs > 1:
+            result = run_in_child(profile, data_dir, selection, key, jobs)
+            if raise_on_error and not result.success:
+                raise RuntimeError(f"{label} failed: {' '.join(result.failures.values())}")
+        else:
+            result = dg.materialize(assets, selection=selection, instance=instance, resources=res,
+                                    partition_key=dg.MultiPartitionKey(key) if isinstance(key, dict) else key,
+                                    run_config=QUIET, raise_on_error=raise_on_error)
         seconds = time.time() - start
         with lock:
             results.append(result)
+            if not record:
+                return
             timings.append({"step": ", ".join(selection), "partition": str(key or ""), "seconds": round(seconds, 2),
                             "success": result.success, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
             storage.write(pl.DataFrame(timings), p.name, timing_file)  # the report (a later step) reads them
@@ -115,7 +126,16 @@ def materialize_all(profile: str, data_dir: str = "data", instance=None, steps=N
                 failed[which if which is not None else label] = label
                 print(f"    FAILED: {label} in {seconds:.1f} s: {' '.join(failures([result]).values())}", flush=True)
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    def here(fn, *args) -> Future:  # jobs == 1: Dagster runs in this thread (several in one process deadlock)
+        future = Future()
+        try:
+            future.set_result(fn(*args))
+        except BaseException as e:
+            future.set_exception(e)
+        return future
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:  # jobs > 1: each thread waits on one child process
+        submit = pool.submit if jobs > 1 else here
         for selection, keys in steps:
             queue, running = list(keys), {}  # running: future -> the partition's first key
             while queue or running:
@@ -132,8 +152,9 @@ def materialize_all(profile: str, data_dir: str = "data", instance=None, steps=N
                     if which is not None and which in failed:
                         print(f"==> skipping {label}: {failed[which]} failed", flush=True)
                         continue
-                    print(f"==> materialising {label}", flush=True)
-                    running[pool.submit(run, selection, key, which, label)] = first
+                    if record:
+                        print(f"==> materialising {label}", flush=True)
+                    running[submit(run, selection, key, which, label)] = first
                 done, _ = wait(list(running), return_when=FIRST_COMPLETED) if running else ((), ())
                 for future in done:
                     running.pop(future)
@@ -143,15 +164,41 @@ def materialize_all(profile: str, data_dir: str = "data", instance=None, steps=N
     return results
 
 
-def instance_without_log_capture():
-    """The $DAGSTER_HOME instance, minus its capture of stdout/stderr: runs in threads side by side (`--jobs`) would
-    swap the process's file descriptors under each other (each run dup2's them to its log file and back). The event
-    log, which holds what the Pipes children report, is kept."""
+@dataclass
+class ChildRun:
+    """What `run_in_child` learns of a run in another process: whether it succeeded, and `failures` of it."""
+    success: bool
+    failures: dict
+
+
+def instance_for_jobs(jobs: int):
+    """The $DAGSTER_HOME instance (runs land in the UI's history), or an ephemeral one, with `jobs` slots in each
+    concurrency pool: the project's instance gives pool `compute` one (one heavy step at a time, whichever run it
+    belongs to), so the children of `--jobs` would queue behind each other."""
     import dagster as dg
     from dagster._core.instance.ref import InstanceRef
 
-    noop = {"module": "dagster._core.storage.noop_compute_log_manager", "class": "NoOpComputeLogManager"}
-    return dg.DagsterInstance.from_ref(InstanceRef.from_dir(os.environ["DAGSTER_HOME"], overrides={"compute_logs": noop}))
+    if not os.environ.get("DAGSTER_HOME"):
+        return dg.DagsterInstance.ephemeral()
+    overrides = {"concurrency": {"pools": {"default_limit": jobs}}}
+    return dg.DagsterInstance.from_ref(InstanceRef.from_dir(os.environ["DAGSTER_HOME"], overrides=overrides))
+
+
+def run_in_child(profile: str, data_dir: str, selection: list, key, jobs: int) -> ChildRun:
+    """Materialise one step (one partition) in a process of its own (`python -m rift_dagster.demo --one-step`)."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Path(tmp) / "result.json"
+        step = json.dumps({"selection": selection, "key": key})
+        code = subprocess.call([sys.executable, "-m", "rift_dagster.demo", "--profile", profile, "--data-dir", data_dir,
+                                "--jobs", str(jobs), "--one-step", step, "--result", str(result)])
+        if not result.exists():
+            return ChildRun(False, {f"{', '.join(selection)}[{key or ''}]": f"its process ended with code {code}"})
+        return ChildRun(**json.loads(result.read_text()))
 
 
 def failures(results: list) -> dict[str, str]:
@@ -159,6 +206,9 @@ def failures(results: list) -> dict[str, str]:
     dg.Failure, its description."""
     out = {}
     for result in results:
+        if isinstance(result, ChildRun):
+            out.update(result.failures)
+            continue
         partition = result.dagster_run.tags.get("dagster/partition")
         for event in result.get_step_failure_events():
             error = event.step_failure_data.error
@@ -215,7 +265,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--jobs", type=int, default=1,
                     help="partitions of one step run side by side, each a subprocess with one torch thread "
                          "(OMP_NUM_THREADS=1 unless set); not with --in-process")
+    ap.add_argument("--one-step", help=argparse.SUPPRESS)  # run_in_child: {"selection": [...], "key": ...}
+    ap.add_argument("--result", help=argparse.SUPPRESS)  # run_in_child: where to write the ChildRun
     args = ap.parse_args(argv)
+    if args.one_step:
+        import json
+
+        step = json.loads(args.one_step)
+        runs = materialize_all(args.profile, args.data_dir, instance_for_jobs(args.jobs), keep_going=True, record=False,
+                               steps=[(step["selection"], [step["key"]])])
+        Path(args.result).write_text(json.dumps({"success": all(r.success for r in runs), "failures": failures(runs)}))
+        return
     if args.jobs > 1:
         if args.in_process:
             ap.error("--jobs runs partitions as subprocesses side by side; drop --in-process")
@@ -225,16 +285,21 @@ def main(argv: list[str] | None = None) -> None:
 
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     # With DAGSTER_HOME set (the Makefile sets it) the runs land in the instance `make ui` shows.
-    instance = None
-    if os.environ.get("DAGSTER_HOME"):
-        instance = dg.DagsterInstance.get() if args.jobs == 1 else instance_without_log_capture()
+    instance = (instance_for_jobs(args.jobs) if args.jobs > 1 else
+                dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None)
     start = time.time()
     protocols = PROTOCOLS if args.protocols == "all" else [x.strip() for x in args.protocols.split(",") if x.strip()]
     unknown = sorted(set(protocols) - set(PROTOCOLS))
     if unknown:
         ap.error(f"unknown protocol(s) {', '.join(unknown)}; expected {', '.join(PROTOCOLS)} or all")
-    failed = failures(materialize_all(args.profile, args.data_dir, instance, out_of_process=not args.in_process,
-                                      keep_going=True, seeds=seeds, protocols=protocols, jobs=args.jobs))
+    try:
+        failed = failures(materialize_all(args.profile, args.data_dir, instance, out_of_process=not args.in_process,
+                                          keep_going=True, seeds=seeds, protocols=protocols, jobs=args.jobs))
+    finally:
+        if args.jobs > 1 and os.environ.get("DAGSTER_HOME"):  # the pools back to dagster.yaml's limits for the UI
+            home = dg.DagsterInstance.get()
+            for pool in home.event_log_storage.get_concurrency_keys():
+                home.event_log_storage.initialize_concurrency_limit_to_default(pool)
     print(f"\n{', '.join(protocols)} materialised in {time.time() - start:.0f} s (profile {args.profile})"
           + (f", {len(failed)} step(s) failed" if failed else "") + ".\n")
     if "graph" in protocols:
