@@ -3,8 +3,9 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 PROFILE ?= tiny
-# partitions of a step run side by side, one torch thread each (rift_dagster.demo --jobs)
-JOBS    ?= $(shell nproc)
+# partitions of a step side by side, one torch thread each (rift_dagster.demo --jobs): one per core for the CPU
+# profiles, one at a time for any other (a GPU profile's steps each want the whole device)
+JOBS    ?= $(if $(filter tiny smoke,$(PROFILE)),$(shell nproc),1)
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 
 .PHONY: setup browser test demo results lr-sweep report ui sql bench clean

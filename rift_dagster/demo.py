@@ -6,6 +6,7 @@ tables from the SQL catalog and say how to open the web UI and the SQL shell.
 import argparse
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,8 +135,8 @@ def materialize_all(profile: str, data_dir: str = "data", instance=None, steps=N
             future.set_exception(e)
         return future
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:  # jobs > 1: each thread waits on one child process
-        submit = pool.submit if jobs > 1 else here
+    with ThreadPoolExecutor(max_workers=jobs) as pool, pools_restored(jobs > 1 and record):
+        submit = pool.submit if jobs > 1 else here  # jobs > 1: each thread waits on one child process
         for selection, keys in steps:
             queue, running = list(keys), {}  # running: future -> the partition's first key
             while queue or running:
@@ -182,6 +183,21 @@ def instance_for_jobs(jobs: int):
         return dg.DagsterInstance.ephemeral()
     overrides = {"concurrency": {"pools": {"default_limit": jobs}}}
     return dg.DagsterInstance.from_ref(InstanceRef.from_dir(os.environ["DAGSTER_HOME"], overrides=overrides))
+
+
+@contextmanager
+def pools_restored(restore: bool):
+    """On leaving, the $DAGSTER_HOME instance's concurrency pools back at dagster.yaml's limits (`instance_for_jobs`
+    raised them for the children; the UI's runs would keep them)."""
+    try:
+        yield
+    finally:
+        if restore and os.environ.get("DAGSTER_HOME"):
+            import dagster as dg
+
+            home = dg.DagsterInstance.get()
+            for pool in home.event_log_storage.get_concurrency_keys():
+                home.event_log_storage.initialize_concurrency_limit_to_default(pool)
 
 
 def run_in_child(profile: str, data_dir: str, selection: list, key, jobs: int) -> ChildRun:
@@ -292,14 +308,8 @@ def main(argv: list[str] | None = None) -> None:
     unknown = sorted(set(protocols) - set(PROTOCOLS))
     if unknown:
         ap.error(f"unknown protocol(s) {', '.join(unknown)}; expected {', '.join(PROTOCOLS)} or all")
-    try:
-        failed = failures(materialize_all(args.profile, args.data_dir, instance, out_of_process=not args.in_process,
-                                          keep_going=True, seeds=seeds, protocols=protocols, jobs=args.jobs))
-    finally:
-        if args.jobs > 1 and os.environ.get("DAGSTER_HOME"):  # the pools back to dagster.yaml's limits for the UI
-            home = dg.DagsterInstance.get()
-            for pool in home.event_log_storage.get_concurrency_keys():
-                home.event_log_storage.initialize_concurrency_limit_to_default(pool)
+    failed = failures(materialize_all(args.profile, args.data_dir, instance, out_of_process=not args.in_process,
+                                      keep_going=True, seeds=seeds, protocols=protocols, jobs=args.jobs))
     print(f"\n{', '.join(protocols)} materialised in {time.time() - start:.0f} s (profile {args.profile})"
           + (f", {len(failed)} step(s) failed" if failed else "") + ".\n")
     if "graph" in protocols:
