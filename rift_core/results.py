@@ -239,7 +239,7 @@ def verdict(result: dict) -> str:
     return f"no difference at {result['level']:.0%}"
 
 
-def comparisons(scores: pl.DataFrame, against=("rft", "sft", "dft", "dpo"), method: str = "rift",
+def comparisons(scores: pl.DataFrame, against=("rft", "sft", "dft", "dpo", "naive"), method: str = "rift",
                 metric: str = "mean_at_k", n_boot: int = 2000, seed: int = 0, level: float = 0.95,
                 k: int | None = None) -> pl.DataFrame:
     """`method` against each baseline in `against` that the score rows hold (others are skipped): one row per
