@@ -177,8 +177,12 @@ def report(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftSto
         per_step = (t.group_by("step").agg(pl.len().alias("runs"), pl.col("seconds").sum().round(1),
                                            pl.col("finished_at").max().alias("last"))
                     .sort("last"))
+        end = pl.col("finished_at").str.to_datetime("%Y-%m-%dT%H:%M:%S%z")
+        span = t.select((end.max() - (end - pl.duration(seconds=pl.col("seconds"))).min()).dt.total_seconds()).item()
         parts.append(section("Wall time per step (every `make` invocation so far; this report's own step is not in it)",
-                             f"{to_markdown(per_step)}\n\nTotal: {t['seconds'].sum() / 60:.1f} min", "timings"))
+                             f"{to_markdown(per_step)}\n\nSum of the step times: {t['seconds'].sum() / 60:.1f} min; "
+                             f"first start to last finish: {span / 60:.1f} min (steps run side by side with --jobs, "
+                             "and separate invocations leave gaps)", "timings"))
 
     lineage = read_json(base / "base_model.json")
     steps = read_parquets(base / "runs")
