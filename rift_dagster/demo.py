@@ -296,6 +296,10 @@ def main(argv: list[str] | None = None) -> None:
         if args.in_process:
             ap.error("--jobs runs partitions as subprocesses side by side; drop --in-process")
         os.environ.setdefault("OMP_NUM_THREADS", "1")  # the children inherit it: one core each, no oversubscription
+        if not os.environ.get("DAGSTER_HOME"):  # the children share one instance (its dynamic partitions): a temporary one
+            import tempfile
+
+            os.environ["DAGSTER_HOME"] = tempfile.mkdtemp(prefix="rift-dagster-home-")
     import dagster as dg
     from rift_core.profiles import load_profile
 
