@@ -2,10 +2,12 @@
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
+# `make demo` runs configs/demo.yaml (tiny at one seed, a quarter of its evaluation problems) unless given a PROFILE
+DEMO_PROFILE := $(or $(PROFILE),demo)
 PROFILE ?= tiny
-# partitions of a step side by side, one torch thread each (rift_dagster.demo --jobs): one per core for the CPU
-# profiles, one at a time for any other (a GPU profile's steps each want the whole device)
-JOBS    ?= $(if $(filter tiny smoke,$(PROFILE)),$(shell nproc),1)
+# partitions side by side, one torch thread each (rift_dagster.demo --jobs): one per core for the CPU profiles, one
+# at a time for any other (a GPU profile's steps each want the whole device)
+JOBS    ?= $(if $(filter tiny smoke demo,$(PROFILE)),$(shell nproc),1)
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 
 .PHONY: setup browser test demo results lr-sweep report ui sql bench clean
@@ -26,9 +28,11 @@ browser:
 test: setup browser
 	$(PY) -m pytest -q
 
-# one replicate seed, so a fresh machine sees the whole graph in minutes
+# the whole graph at one replicate seed, in minutes on a fresh machine
 demo: setup
-	$(PY) -m rift_dagster.demo --profile $(PROFILE) --seeds 0 --jobs $(JOBS)
+	$(PY) -m rift_dagster.demo --profile $(DEMO_PROFILE) --seeds 0 --jobs $(JOBS)
+	@echo "Tiny's results at 3 seeds with their spread and RIFT's intervals: benchmarks/results/tiny.md;" \
+		"regenerate them with: make results  (about an hour here)"
 
 # every replicate seed, Tables 2/3 with their spread and RIFT's intervals, and the collapse experiment (resumable).
 # One torch thread per step (--jobs sets it): the base policy's weights depend on the thread count, so this pins

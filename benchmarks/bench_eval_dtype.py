@@ -7,7 +7,7 @@ interval (graded by exact match of the last \\boxed{} number): whether the cheap
 bfloat16 pays off only on a CPU with bf16 matrix units (AMX / avx512_bf16); the flags are printed.
 Results: benchmarks/results/tiny.md.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_eval_dtype.py --model data/tiny/base_model/toy-base-...
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_eval_dtype.py --model data/toy_policies/toy-base-...
 """
 import argparse
 import statistics
@@ -30,7 +30,7 @@ def mean_at_k(rollouts: pl.DataFrame) -> tuple[float, float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="a trained toy policy dir (data/tiny/base_model/toy-base-...)")
+    p.add_argument("--model", required=True, help="a trained toy policy dir (data/toy_policies/toy-base-...)")
     p.add_argument("--split", default="id")
     p.add_argument("--problems", type=int, default=400)
     p.add_argument("--k", type=int, default=8)

@@ -366,36 +366,52 @@ def train_base_policy(out_dir: str | os.PathLike, cfg: ToyConfig, progress: bool
     model.train()
     bar = tqdm(total=budget, desc="toy base policy", disable=not progress)
     per_epoch = max(1, len(data) // cfg.batch)
-    state = {"step": 0, "order": order}
+    state = {"step": 0, "order": order, "ahead": 0}  # ahead: steps trained while the last check ran
+
+    def train_step() -> None:
+        step = state["step"]
+        if step and step % per_epoch == 0:
+            state["order"] = torch.randperm(len(data), generator=gen).tolist()
+        start = (step % per_epoch) * cfg.batch
+        ids, labels, mask = _batch([data[i] for i in state["order"][start : start + cfg.batch]], tok.pad_token_id)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.update(1)
+        state["step"] = step + 1
+        if step + 1 in save_at:
+            _save(model, tok, out_dir / f"step-{step + 1}")
 
     def advance(n: int) -> None:
-        for _ in range(n):
-            step = state["step"]
-            if step and step % per_epoch == 0:
-                state["order"] = torch.randperm(len(data), generator=gen).tolist()
-            start = (step % per_epoch) * cfg.batch
-            ids, labels, mask = _batch([data[i] for i in state["order"][start : start + cfg.batch]], tok.pad_token_id)
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            if step % 50 == 0:
-                bar.set_postfix(loss=f"{loss.item():.3f}")
-            bar.update(1)
-            state["step"] = step + 1
-            if step + 1 in save_at:
-                _save(model, tok, out_dir / f"step-{step + 1}")
+        for _ in range(n - state["ahead"]):
+            train_step()
+        state["ahead"] = 0
 
     check_dir = out_dir / ".check"
+    # With a core to spare, a check samples in a process of its own (same thread count, so the same samples)
+    # while training goes on; a check inside the target then puts the weights back to the step it measured.
+    overlap = measure is None and cfg.steps == 0 and (os.cpu_count() or 1) > torch.get_num_threads()
+    checker = _checker(torch.get_num_threads()) if overlap else None
 
     def measure_at(step: int) -> tuple[float, float]:
         _save(model, tok, check_dir)
-        with torch.random.fork_rng():  # sampling leaves the training's random state as it was
-            pos, mixed = (measure or measure_regime)(check_dir, cfg)
+        if checker is None:
+            with torch.random.fork_rng():  # sampling leaves the training's random state as it was
+                return (measure or measure_regime)(check_dir, cfg)
+        check = checker.submit(measure_regime, check_dir, cfg)
+        while not check.done() and state["ahead"] < cfg.check_every and state["step"] < cfg.max_steps:
+            train_step()
+            state["ahead"] += 1
+        pos, mixed = check.result()
+        if state["ahead"] and in_target(pos, mixed, cfg):
+            model.load_state_dict(Qwen2ForCausalLM.from_pretrained(check_dir).state_dict())
         return pos, mixed
 
     def on_check(c):
@@ -408,14 +424,31 @@ def train_base_policy(out_dir: str | os.PathLike, cfg: ToyConfig, progress: bool
             record.update(step=cfg.steps, pos=None, mixed=None, checks=[], calibrated=False)
         else:
             result = train_to_target(advance, measure_at, cfg, on_check if progress else None)
-            record.update(result, calibrated=True)
+            record.update(result, calibrated=True, discarded_steps=state["step"] - result["step"])
     finally:
         bar.close()
+        if checker is not None:
+            checker.shutdown(cancel_futures=True)
         shutil.rmtree(check_dir, ignore_errors=True)
     record.update(target_pos=list(cfg.target_pos), target_mixed_min=cfg.target_mixed_min,
                   check_problems=cfg.check_problems, check_k=cfg.check_k)
     _save(model, tok, out_dir)
     return record
+
+
+def _checker(threads: int):
+    """One spawned process for calibration checks, with the training's torch thread count."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_set_threads,
+                               initargs=(threads,))
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def _save(model, tok, path: Path) -> None:
@@ -486,7 +519,7 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("out")
     b = sub.add_parser("base-policy", help="train (or reuse) the base policy of a profile; prints its path")
     b.add_argument("--profile", default="tiny")
-    b.add_argument("--out", default=None, help="folder for cached policies (default data/<profile>/toy)")
+    b.add_argument("--out", default="data/toy_policies", help="folder of cached policies (the base_model asset's)")
     args = ap.parse_args(argv)
 
     if args.cmd == "problems":
@@ -505,7 +538,7 @@ def main(argv: list[str] | None = None) -> None:
         prof = load_profile(args.profile)
         if prof.base_model != "toy":
             raise SystemExit(f"{prof.source}: base_model is {prof.base_model!r}, not 'toy'; nothing to train")
-        print(ensure_base_policy(args.out or Path("data") / prof.name / "toy", **asdict(prof.toy_config())))
+        print(ensure_base_policy(args.out, **asdict(prof.toy_config())))
 
 
 if __name__ == "__main__":

@@ -57,6 +57,31 @@ def protocol_steps(p, name: str, instance=None) -> list:
     raise ValueError(f"unknown protocol {name!r}; expected one of {', '.join(PROTOCOLS)}")
 
 
+def _values(key) -> tuple:
+    """A partition key's values: ("rift", "0") for {"method": "rift", "seed": "0"}, ("3",) for "3"."""
+    return tuple(key.values()) if isinstance(key, dict) else (key,)
+
+
+def upstream(steps) -> list[set[int]]:
+    """For each partition of `steps` (numbered in order), the partitions it waits for. An unpartitioned step waits
+    for everything before it and everything after waits for it; a partition waits for the one of the step just
+    before with the same key values (benchmark_scores[rift, 0] for checkpoints[rift, 0]) or, without one there
+    (benchmark_scores[base, 0]), for that whole step. So a model is scored as soon as it is trained."""
+    waits, before, last_barrier, previous = [], [], [], {}
+    for selection, keys in steps:
+        ids = list(range(len(waits), len(waits) + len(keys)))
+        if keys == [None]:
+            waits.append(set(before))
+            last_barrier, previous = ids, {}
+        else:
+            for key in keys:
+                match = previous.get(_values(key))
+                waits.append(set(last_barrier) | ({match} if match is not None else set(previous.values())))
+            previous = {_values(key): n for key, n in zip(keys, ids)}
+        before += ids
+    return waits
+
+
 PROTOCOLS = ["graph", "lr_sweep", "collapse", "reward_schemes", "k", "second_round", "rounds", "efficiency", "report"]
 
 
@@ -67,9 +92,10 @@ def materialize_all(profile: str, data_dir: str = "data", instance=None, steps=N
     buffer always comes first), or the given `steps`, in lineage order; the runs' results. Each step's wall time is
     kept in `<profile>/timings/` (SQL view `timings`).
 
-    `jobs` > 1 runs that many partitions of one step at a time, each run in a process of its own (`run_in_child`;
-    Dagster runs in threads of one process deadlock on the logging lock), never two that share their first key (a
-    method, variant, source ...), whose files (training frame, second-round buffer) they share. `record=False` (such a
+    `jobs` > 1 runs that many partitions at a time, each run in a process of its own (`run_in_child`; Dagster runs in
+    threads of one process deadlock on the logging lock), each as soon as what it reads is done (`upstream`), never
+    two of one step that share their first key (a method, variant, source ...), whose files (training frame,
+    second-round buffer) they share. `record=False` (such a
     child) prints and times nothing.
 
     `keep_going`: as a Dagster backfill does, a failed partition (e.g. checkpoints[rft, seed 0] on a buffer with no
@@ -135,31 +161,34 @@ def materialize_all(profile: str, data_dir: str = "data", instance=None, steps=N
             future.set_exception(e)
         return future
 
+    nodes = [(i, selection, key) for i, (selection, keys) in enumerate(steps) for key in keys]
+    waits = upstream(steps)
+    pending, running, finished = list(range(len(nodes))), {}, set()  # running: future -> node
     with ThreadPoolExecutor(max_workers=jobs) as pool, pools_restored(jobs > 1 and record):
         submit = pool.submit if jobs > 1 else here  # jobs > 1: each thread waits on one child process
-        for selection, keys in steps:
-            queue, running = list(keys), {}  # running: future -> the partition's first key
-            while queue or running:
-                for key in list(queue):
-                    if len(running) == jobs:
-                        break
-                    first = next(iter(key.values())) if isinstance(key, dict) else key
-                    if first is not None and first in running.values():
-                        continue
-                    queue.remove(key)
-                    which = tuple(key.values()) if isinstance(key, dict) else key  # (method or model, seed)
-                    label = ", ".join(selection) + (
-                        f" [{', '.join(which) if isinstance(which, tuple) else which}]" if key else "")
-                    if which is not None and which in failed:
-                        print(f"==> skipping {label}: {failed[which]} failed", flush=True)
-                        continue
-                    if record:
-                        print(f"==> materialising {label}", flush=True)
-                    running[submit(run, selection, key, which, label)] = first
-                done, _ = wait(list(running), return_when=FIRST_COMPLETED) if running else ((), ())
-                for future in done:
-                    running.pop(future)
-                    future.result()  # a step that raised (raise_on_error) stops the run here
+        while pending or running:
+            for n in list(pending):
+                if len(running) == jobs:
+                    break
+                i, selection, key = nodes[n]
+                first = _values(key)[0] if key is not None else None
+                if not waits[n] <= finished or (first is not None and any(
+                        nodes[m][0] == i and _values(nodes[m][2])[0] == first for m in running.values())):
+                    continue
+                pending.remove(n)
+                which = _values(key) if key is not None else None  # (method or model, seed)
+                label = ", ".join(selection) + (f" [{', '.join(which)}]" if key is not None else "")
+                if which is not None and which in failed:
+                    print(f"==> skipping {label}: {failed[which]} failed", flush=True)
+                    finished.add(n)
+                    continue
+                if record:
+                    print(f"==> materialising {label}", flush=True)
+                running[submit(run, selection, key, which, label)] = n
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED) if running else ((), ())
+            for future in done:
+                finished.add(running.pop(future))
+                future.result()  # a step that raised (raise_on_error) stops the run here
     if timings:
         storage.publish_views(p.name)
     return results

@@ -69,7 +69,7 @@ def seed_base_policy(tmp_path_factory, data_dir: Path, profile: str = "smoke") -
         return
     policy = ensure_base_policy(tmp_path_factory.getbasetemp() / "toy_policies", progress=False,
                                 **asdict(p.toy_config()))
-    shutil.copytree(policy, data_dir / p.name / "base_model" / policy.name, dirs_exist_ok=True)
+    shutil.copytree(policy, data_dir / "toy_policies" / policy.name, dirs_exist_ok=True)
 
 
 @pytest.fixture(scope="session")

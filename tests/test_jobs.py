@@ -24,21 +24,39 @@ def test_partitions_run_side_by_side_in_their_own_processes(tmp_path_factory, tm
     seed_base_policy(tmp_path_factory, data, "smoke")
     keys = [{"method": "sft", "seed": "0"}, {"method": "sft", "seed": "1"}, {"method": "dft", "seed": "0"}]
     results = materialize_all("smoke", str(data), instance_for_jobs(2), jobs=2,
-                              steps=[(BUFFER, [None]), (["checkpoints"], keys)])
+                              steps=[(BUFFER, [None]), (["checkpoints"], keys),
+                                     (["benchmark_scores"], [{"model": "sft", "seed": "0"}])])
 
-    assert len(results) == 4 and all(r.success for r in results)
+    assert len(results) == 5 and all(r.success for r in results)
     for key in keys:  # each child trained its own partition
         assert (data / "smoke" / "checkpoints" / key["method"] / f"seed={key['seed']}" / "rift_run.json").exists()
     timings, = [pl.read_parquet(f) for f in (data / "smoke" / "timings").glob("*.parquet")]
     spans = {}
-    for row in timings.filter(pl.col("step") == "checkpoints").iter_rows(named=True):
+    for row in timings.filter(pl.col("partition") != "").iter_rows(named=True):
         end = datetime.strptime(row["finished_at"], "%Y-%m-%dT%H:%M:%S%z")
-        spans[row["partition"]] = (end - timedelta(seconds=row["seconds"]), end)
-    (sft0, sft1, dft0) = (spans[str(k)] for k in keys)
+        spans[(row["step"], row["partition"])] = (end - timedelta(seconds=row["seconds"]), end)
+    (sft0, sft1, dft0) = (spans[("checkpoints", str(k))] for k in keys)
+    score = spans[("benchmark_scores", str({"model": "sft", "seed": "0"}))]
     assert sft0[0] < dft0[1] and dft0[0] < sft0[1], spans  # side by side
     second = timedelta(seconds=1)  # finished_at has whole seconds
     assert sft0[1] <= sft1[0] + second or sft1[1] <= sft0[0] + second, spans  # one method: never together
+    # sft's seed-0 model is scored once it is trained, not after the whole checkpoints step
+    assert sft0[1] <= score[0] + second and score[0] < sft1[1], spans
     # the runs are in the instance's history, and its pool is back at dagster.yaml's one slot
     instance = dg.DagsterInstance.get()
-    assert len(instance.get_runs()) == 4
+    assert len(instance.get_runs()) == 5
     assert instance.event_log_storage.get_concurrency_info("compute").slot_count == 1
+
+
+def test_a_partition_waits_for_what_it_reads_only():
+    from rift_dagster.demo import upstream
+
+    steps = [(["buffer"], [None]),
+             (["checkpoints"], [{"method": "sft", "seed": "0"}, {"method": "rift", "seed": "0"}]),
+             (["benchmark_scores"], [{"model": "base", "seed": "0"}, {"model": "rift", "seed": "0"}]),
+             (["results"], [None]),
+             (["round_checkpoint", "round_scores"], ["1"])]
+    assert upstream(steps) == [set(), {0}, {0},
+                               {0, 1, 2},  # base: no checkpoint of its own, so after the whole step before
+                               {0, 2},  # rift's scores after rift's checkpoint only
+                               {0, 1, 2, 3, 4}, {5}]

@@ -125,16 +125,20 @@ def test_stop_rule_gives_up_after_the_step_budget():
         toy.ToyConfig(target_pos=(0.7, 0.3))
 
 
-def test_calibrated_training_records_its_check_and_is_undisturbed_by_it(tmp_path):
-    """The real measure (the pipeline's sampler on the calibration split) with a target any policy meets:
-    training stops at the first check, records it, and the weights equal a plain run of that many steps."""
+def test_calibrated_training_records_its_check_and_is_undisturbed_by_it(tmp_path, monkeypatch):
+    """The real measure (the pipeline's sampler on the calibration split, in a process of its own while training
+    goes on) with a target any policy meets: training stops at the first check, records it, and the weights equal
+    a plain run of that many steps, though training went on while the check sampled."""
     import torch
+
+    monkeypatch.setattr(toy.os, "cpu_count", lambda: torch.get_num_threads() + 1)  # a core to spare for the check
 
     calib = dict(TINY, steps=0, target_pos=(0.0, 1.0), target_mixed_min=0.0, check_every=2, max_steps=4,
                  check_problems=2, check_k=2, check_max_new_tokens=8)
     path = toy.ensure_base_policy(tmp_path / "c", progress=False, **calib)
     record = toy.read_calibration(path)
     assert record["calibrated"] and record["step"] == 2 and [c["step"] for c in record["checks"]] == [2]
+    assert record["discarded_steps"] == 2  # trained on while the check's process started and sampled
     assert 0 <= record["pos"] <= 1 and 0 <= record["mixed"] <= 1
     assert record["torch_version"] == torch.__version__ and record["threads"] == torch.get_num_threads()
     assert record["target_pos"] == [0.0, 1.0] and record["train_seconds"] >= 0

@@ -66,7 +66,7 @@ def base_model(context: dg.AssetExecutionContext, rift: RunProfile, storage: Rif
     if p.base_model == "toy":
         from rift_core.toy import ensure_base_policy, read_calibration
 
-        path = str(ensure_base_policy(storage.root(p.name) / "base_model", **asdict(p.toy_config())))
+        path = str(ensure_base_policy(storage.toy_policies(), **asdict(p.toy_config())))
         calibration = {f"calibration/{k}": v for k, v in (read_calibration(path) or {}).items()
                        if isinstance(v, (int, float, str, bool))}  # step reached, %Pos/%Mixed, torch, threads
     else:

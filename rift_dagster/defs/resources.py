@@ -137,6 +137,11 @@ class RiftStorage(dg.ConfigurableResource):
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def toy_policies(self) -> Path:
+        """Toy base policies, shared by every profile: each is keyed by all it depends on (toy.policy_key), so the
+        `demo` profile and `tiny` train one policy between them."""
+        return Path(self.data_dir).resolve() / "toy_policies"
+
     def benchmark_path(self, profile: str, name: str) -> Path:
         """Where the `benchmarks` asset keeps one evaluation set: a flat file name even for a path or hub id."""
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_.")
