@@ -103,6 +103,8 @@ class Profile(BaseModel):
     rewards: RewardsSection = Field(default_factory=RewardsSection)
     train: TrainSection = Field(default_factory=TrainSection)  # shared by every method
     methods: dict[Literal[METHODS], TrainSection] = Field(default_factory=dict)  # per-method overrides
+    # the methods the main graph trains and scores when run whole (rift_dagster.demo: make demo / results / report)
+    run_methods: list[Literal[METHODS]] = Field(default_factory=lambda: list(METHODS), min_length=1)
     evaluation: EvaluationSection = Field(default_factory=EvaluationSection)  # overrides of `generation`
     experiments: ExperimentsSection = Field(default_factory=ExperimentsSection)
 

@@ -19,15 +19,13 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 BUFFER = ["seed_problems", "base_model", "benchmarks", "rollouts", "reward_labels", "buffer_stats"]
 
 
-def all_steps(seeds: list[int]) -> list:
-    """The main graph: (selection, partition keys) in lineage order; None = unpartitioned, else {dimension: key}."""
-    from rift_dagster.defs.evaluation import MODELS
-    from rift_dagster.defs.training import METHODS
-
+def all_steps(seeds: list[int], methods: list[str]) -> list:
+    """The main graph at `seeds` for `methods` (and the base model): (selection, partition keys) in lineage order;
+    None = unpartitioned, else {dimension: key}."""
     return [
         (BUFFER, [None]),
-        (["checkpoints"], [{"method": m, "seed": str(s)} for s in seeds for m in METHODS]),
-        (["benchmark_scores"], [{"model": m, "seed": str(s)} for s in seeds for m in MODELS]),
+        (["checkpoints"], [{"method": m, "seed": str(s)} for s in seeds for m in methods]),
+        (["benchmark_scores"], [{"model": m, "seed": str(s)} for s in seeds for m in ["base", *methods]]),
         (["results"], [None]),
     ]
 
@@ -118,7 +116,7 @@ def materialize_all(profile: str, data_dir: str = "data", instance=None, steps=N
     instance = instance or dg.DagsterInstance.ephemeral()  # one instance: the seed partitions live in it
     register_partitions(instance, p)
     if steps is None:
-        graph = all_steps(seeds or p.replicates)
+        graph = all_steps(seeds or p.replicates, p.run_methods)
         steps = [graph[0]] + [s for name in protocols
                               for s in (graph[1:] if name == "graph" else protocol_steps(p, name, instance))]
     assets = list(defs().assets)

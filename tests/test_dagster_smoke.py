@@ -106,7 +106,7 @@ def test_a_second_run_gives_identical_buffers_and_checkpoints(smoke, tmp_path):
 
     root, _, _ = smoke
     with dg.instance_for_test() as instance:  # from scratch, base policy included
-        materialize_all(PROFILE, str(tmp_path), instance, steps=all_steps([0])[:2], out_of_process=False)
+        materialize_all(PROFILE, str(tmp_path), instance, steps=all_steps([0], METHODS)[:2], out_of_process=False)
     again = tmp_path / PROFILE
     first, second = pl.read_parquet(root / "labels.parquet"), pl.read_parquet(again / "labels.parquet")
     # `model` holds the base policy's path, which differs by data dir; its hashed name must not

@@ -7,13 +7,14 @@ from rift_core import data, rewards, toy
 from rift_core.methods import METHODS
 from rift_core.profiles import load_profile
 
-PROFILES = ("tiny", "smoke", "paper")
+PROFILES = ("tiny", "smoke", "paper", "demo")
 
 
 @pytest.mark.parametrize("name", PROFILES)
 def test_profile_loads_and_every_section_builds_its_config(name):
     prof = load_profile(name)
     assert prof.name == name and prof.source.endswith(f"configs/{name}.yaml")
+    assert prof.run_methods and set(prof.run_methods) <= set(METHODS)
     for source in [prof.seeds, *prof.benchmarks]:
         if source.startswith("toy:"):
             assert source[4:] in toy.SPLITS, source
@@ -50,6 +51,21 @@ def test_tiny_and_smoke_run_the_toy_task_on_every_benchmark_split():
         assert prof.generation_config().backend == "transformers"
     seeds = data.load_problems("toy:seed", limit=load_profile("tiny").n_seeds)
     assert seeds.height == load_profile("tiny").n_seeds
+
+
+def test_demo_is_tiny_at_one_seed_with_a_quarter_of_its_evaluation():
+    """`make demo` (configs/demo.yaml) shares tiny's base policy and buffer: only the seeds, the evaluation size
+    and the methods its graph runs differ."""
+    from rift_dagster.demo import all_steps
+
+    demo, tiny = load_profile("demo"), load_profile("tiny")
+    assert demo.replicates == [0] and demo.evaluation.limit * 4 == tiny.evaluation.limit
+    assert demo.toy_config() == tiny.toy_config() and demo.generation_config() == tiny.generation_config()
+    assert demo.rewards == tiny.rewards and demo.methods == tiny.methods
+    assert tiny.run_methods == list(METHODS) and demo.run_methods == [m for m in METHODS if m != "kto"]
+    _, (_, checkpoints), (_, scores), _ = all_steps(demo.replicates, demo.run_methods)
+    assert [k["method"] for k in checkpoints] == demo.run_methods
+    assert [k["model"] for k in scores] == ["base", *demo.run_methods]
 
 
 @pytest.mark.parametrize(
