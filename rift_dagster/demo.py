@@ -6,7 +6,7 @@ tables from the SQL catalog and say how to open the web UI and the SQL shell.
 import argparse
 import os
 import time
-from contextlib import contextmanager
+from contextlib import closing, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,7 +90,7 @@ def materialize_all(profile: str, data_dir: str = "data", instance=None, steps=N
     buffer always comes first), or the given `steps`, in lineage order; the runs' results. Each step's wall time is
     kept in `<profile>/timings/` (SQL view `timings`).
 
-    `jobs` > 1 runs that many partitions at a time, each run in a process of its own (`run_in_child`; Dagster runs in
+    `jobs` > 1 runs that many partitions at a time, each run in a process of its own (`StepServers`; Dagster runs in
     threads of one process deadlock on the logging lock), each as soon as what it reads is done (`upstream`), never
     two of one step that share their first key (a method, variant, source ...), whose files (training frame,
     second-round buffer) they share. `record=False` (such a
@@ -130,7 +130,7 @@ def materialize_all(profile: str, data_dir: str = "data", instance=None, steps=N
         start = time.time()
         raise_on_error = not (keep_going and (key or selection != BUFFER))
         if jobs > 1:
-            result = run_in_child(profile, data_dir, selection, key, jobs)
+            result = servers.run(selection, key)
             if raise_on_error and not result.success:
                 raise RuntimeError(f"{label} failed: {' '.join(result.failures.values())}")
         else:
@@ -162,7 +162,9 @@ def materialize_all(profile: str, data_dir: str = "data", instance=None, steps=N
     nodes = [(i, selection, key) for i, (selection, keys) in enumerate(steps) for key in keys]
     waits = upstream(steps)
     pending, running, finished = list(range(len(nodes))), {}, set()  # running: future -> node
-    with ThreadPoolExecutor(max_workers=jobs) as pool, pools_restored(jobs > 1 and record):
+    servers = StepServers(profile, data_dir, jobs) if jobs > 1 else None
+    with ThreadPoolExecutor(max_workers=jobs) as pool, pools_restored(jobs > 1 and record), \
+            closing(servers) if servers else nullcontext():
         submit = pool.submit if jobs > 1 else here  # jobs > 1: each thread waits on one child process
         while pending or running:
             for n in list(pending):
@@ -194,7 +196,7 @@ def materialize_all(profile: str, data_dir: str = "data", instance=None, steps=N
 
 @dataclass
 class ChildRun:
-    """What `run_in_child` learns of a run in another process: whether it succeeded, and `failures` of it."""
+    """What `StepServers` learns of a run in another process: whether it succeeded, and `failures` of it."""
     success: bool
     failures: dict
 
@@ -227,21 +229,72 @@ def pools_restored(restore: bool):
                 home.event_log_storage.initialize_concurrency_limit_to_default(pool)
 
 
-def run_in_child(profile: str, data_dir: str, selection: list, key, jobs: int) -> ChildRun:
-    """Materialise one step (one partition) in a process of its own (`python -m rift_dagster.demo --one-step`)."""
-    import json
-    import subprocess
-    import sys
-    import tempfile
+class StepServers:
+    """One `python -m rift_dagster.demo --serve` process per thread of `materialize_all`'s pool: each materialises
+    the steps it is sent one after another, so every partition after a server's first skips the start-up of Python,
+    Dagster and the project (~5 s). Training and evaluation still run in Pipes children of their own."""
 
-    with tempfile.TemporaryDirectory() as tmp:
-        result = Path(tmp) / "result.json"
-        step = json.dumps({"selection": selection, "key": key})
-        code = subprocess.call([sys.executable, "-m", "rift_dagster.demo", "--profile", profile, "--data-dir", data_dir,
-                                "--jobs", str(jobs), "--one-step", step, "--result", str(result)])
-        if not result.exists():
+    def __init__(self, profile: str, data_dir: str, jobs: int):
+        import threading
+
+        self.args, self.local, self.started = (profile, data_dir, jobs), threading.local(), []
+
+    def run(self, selection: list, key) -> ChildRun:
+        import json
+
+        server = getattr(self.local, "server", None)
+        if server is None or server[0].poll() is not None:
+            server = self.local.server = self._start()
+        process, results = server
+        try:
+            process.stdin.write(json.dumps({"selection": selection, "key": key}) + "\n")
+            process.stdin.flush()
+            line = results.readline()
+        except BrokenPipeError:
+            line = ""
+        if not line:  # the server died mid-step; the next step starts another
+            code = process.wait()
             return ChildRun(False, {f"{', '.join(selection)}[{key or ''}]": f"its process ended with code {code}"})
-        return ChildRun(**json.loads(result.read_text()))
+        return ChildRun(**json.loads(line))
+
+    def _start(self):
+        import subprocess
+        import sys
+
+        profile, data_dir, jobs = self.args
+        read, write = os.pipe()  # results come back on a pipe of their own: stdout is the user's log
+        process = subprocess.Popen(
+            [sys.executable, "-m", "rift_dagster.demo", "--profile", profile, "--data-dir", data_dir, "--jobs",
+             str(jobs), "--serve", str(write)], stdin=subprocess.PIPE, text=True, pass_fds=(write,))
+        os.close(write)
+        self.started.append(process)
+        return process, os.fdopen(read)
+
+    def close(self) -> None:
+        for process in self.started:
+            if process.poll() is None:
+                process.stdin.close()  # the server ends at end of input
+                process.wait()
+
+
+def serve(profile: str, data_dir: str, jobs: int, results_fd: int) -> None:
+    """The loop of a StepServers process: one step per line of stdin ({"selection", "key"}), one ChildRun per line
+    to `results_fd`."""
+    import json
+    import sys
+
+    instance = instance_for_jobs(jobs)
+    with os.fdopen(results_fd, "w") as results:
+        for line in sys.stdin:
+            step = json.loads(line)
+            try:
+                runs = materialize_all(profile, data_dir, instance, keep_going=True, record=False,
+                                       steps=[(step["selection"], [step["key"]])])
+                outcome = {"success": all(r.success for r in runs), "failures": failures(runs)}
+            except Exception as e:  # a buffer step raises; the server stays up for the next step
+                outcome = {"success": False, "failures": {", ".join(step["selection"]): f"{type(e).__name__}: {e}"}}
+            results.write(json.dumps(outcome) + "\n")
+            results.flush()
 
 
 def failures(results: list) -> dict[str, str]:
@@ -308,16 +361,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--jobs", type=int, default=1,
                     help="partitions of one step run side by side, each a subprocess with one torch thread "
                          "(OMP_NUM_THREADS=1 unless set); not with --in-process")
-    ap.add_argument("--one-step", help=argparse.SUPPRESS)  # run_in_child: {"selection": [...], "key": ...}
-    ap.add_argument("--result", help=argparse.SUPPRESS)  # run_in_child: where to write the ChildRun
+    ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # StepServers: the fd results go to
     args = ap.parse_args(argv)
-    if args.one_step:
-        import json
-
-        step = json.loads(args.one_step)
-        runs = materialize_all(args.profile, args.data_dir, instance_for_jobs(args.jobs), keep_going=True, record=False,
-                               steps=[(step["selection"], [step["key"]])])
-        Path(args.result).write_text(json.dumps({"success": all(r.success for r in runs), "failures": failures(runs)}))
+    if args.serve is not None:
+        serve(args.profile, args.data_dir, args.jobs, args.serve)
         return
     if args.jobs > 1:
         if args.in_process:
