@@ -60,3 +60,18 @@ def test_a_partition_waits_for_what_it_reads_only():
                                {0, 1, 2},  # base: no checkpoint of its own, so after the whole step before
                                {0, 2},  # rift's scores after rift's checkpoint only
                                {0, 1, 2, 3, 4}, {5}]
+
+
+def test_a_step_server_reports_a_failed_step_and_serves_the_next(tmp_path, monkeypatch):
+    from rift_dagster.demo import StepServers
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    servers = StepServers("smoke", str(tmp_path / "data"), 1)
+    try:
+        failed = servers.run(["checkpoints"], {"method": "sft", "seed": "9"})  # no such replicate seed
+        assert not failed.success and failed.failures, failed
+        assert servers.run(["seed_problems"], None).success
+        assert len(servers.started) == 1  # the same process served both
+    finally:
+        servers.close()
+    assert all(p.returncode == 0 for p in servers.started)  # ended at the end of its input
