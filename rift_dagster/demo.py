@@ -93,8 +93,7 @@ def materialize_all(profile: str, data_dir: str = "data", instance=None, steps=N
     `jobs` > 1 runs that many partitions at a time, each run in a process of its own (`StepServers`; Dagster runs in
     threads of one process deadlock on the logging lock), each as soon as what it reads is done (`upstream`), never
     two of one step that share their first key (a method, variant, source ...), whose files (training frame,
-    second-round buffer) they share. `record=False` (such a
-    child) prints and times nothing.
+    second-round buffer) they share. `record=False` (such a server's call) prints and times nothing.
 
     `keep_going`: as a Dagster backfill does, a failed partition (e.g. checkpoints[rft, seed 0] on a buffer with no
     correct sample) does not stop the others; the later steps of the same method and seed (benchmark_scores[rft, 0])
@@ -359,8 +358,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", default=None,
                     help="comma-separated replicate seeds to run (default: every seed in the profile's `replicates`)")
     ap.add_argument("--jobs", type=int, default=1,
-                    help="partitions of one step run side by side, each a subprocess with one torch thread "
-                         "(OMP_NUM_THREADS=1 unless set); not with --in-process")
+                    help="partitions run side by side, each as soon as what it reads is done, in N processes with one "
+                         "torch thread each (OMP_NUM_THREADS=1 unless set); not with --in-process")
     ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # StepServers: the fd results go to
     args = ap.parse_args(argv)
     if args.serve is not None:

@@ -16,7 +16,7 @@ import pytest
 from conftest import seed_base_policy
 
 REPO = Path(__file__).resolve().parent.parent
-PROFILE = os.environ.get("RIFT_TEST_PROFILE", "smoke")
+PROFILE = os.environ.get("RIFT_TEST_PROFILE", str(Path(__file__).with_name("ui_smoke.yaml")))
 PROFILE_NAME = Path(PROFILE).stem
 # checkpoints[rift, seed 0]: the tags the UI's launchpad gives a run of one multi-partition
 RIFT_SEED_0 = {"dagster/partition": "rift|0", "dagster/partition/method": "rift", "dagster/partition/seed": "0"}
@@ -92,8 +92,8 @@ class DagsterDev:
     def stop(self) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)  # dagster dev and the webserver/daemon it started
-            try:
-                self.proc.wait(timeout=30)
+            try:  # idle, it ends in ~2 s; after runs it can sit out a 30 s shutdown timeout: its home is a temp dir
+                self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
         self.log.close()

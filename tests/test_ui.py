@@ -96,21 +96,19 @@ def assert_metadata_image(page, url: str, entry: str, screenshot) -> None:
     assert width > 200 and height > 100  # a decoded PNG, not a broken image
 
 
-# The `experiments` group on smoke, from the UI. Every run through `dagster dev` here pays a run worker and Pipes
-# children (~20 s of start-up each on 2 busy cores), and "Materialize all" on the group offers only a backfill of
-# *all* partitions: ~40 runs, including partitions the profile does not select (they fail by design,
+# The `experiments` group on smoke (tests/ui_smoke.yaml), from the UI. Every run through `dagster dev` here pays a
+# run worker and Pipes children (~8 s of start-up each), and "Materialize all" on the group offers only a backfill
+# of *all* partitions: ~40 runs, including partitions the profile does not select (they fail by design,
 # `check_selected`). So: the unpartitioned assets in one run ("Materialize selected" on the group's list), then one
-# partition (one the profile selects) of a partitioned asset from its launch dialog ("Launch 1 run"). By default the
-# quick ones; RIFT_UI_EXPERIMENTS=all adds collapse (~95 s here) and one partition of every other partitioned asset
-# (measured: every run succeeds, ~6 min more). round_scores is left out: its `round` partitions exist only once
-# the iteration group has run a round.
-FULL = os.environ.get("RIFT_UI_EXPERIMENTS") == "all"
-EXPERIMENTS_UNPARTITIONED = ["validation_problems", "k_rollouts", "efficiency", *(["collapse"] if FULL else [])]
-EXPERIMENTS_PARTITIONS = {  # asset -> {dimension: key}, keys the smoke profile selects
+# partition (one the profile selects) of each partitioned asset from its launch dialog ("Launch 1 run").
+# round_scores is left out: its `round` partitions exist only once the iteration group has run a round (the
+# experiments test scores one, in process).
+EXPERIMENTS_UNPARTITIONED = ["validation_problems", "collapse", "k_rollouts", "efficiency"]
+EXPERIMENTS_PARTITIONS = {  # asset -> {dimension: key}, keys the profile selects
+    "lr_sweep": {"lr_sweep": "rift"},
+    "reward_scheme_scores": {"variant": "constant_-0.2", "seed": "0"},
     "k_scores": {"k": "2", "seed": "0"},
-    **({"lr_sweep": {"lr_sweep": "rift"},
-        "reward_scheme_scores": {"variant": "constant_-0.2", "seed": "0"},
-        "second_round_scores": {"source": "rift", "seed": "0"}} if FULL else {}),
+    "second_round_scores": {"source": "rift", "seed": "0"},
 }
 RIFT_SCORES_SEED_0 = {"dagster/partition": "rift|0", "dagster/partition/model": "rift", "dagster/partition/seed": "0"}
 
