@@ -31,8 +31,8 @@ test: setup browser
 # the whole graph at one replicate seed, in minutes on a fresh machine
 demo: setup
 	$(PY) -m rift_dagster.demo --profile $(DEMO_PROFILE) --seeds 0 --jobs $(JOBS)
-	@echo "Tiny's results at 3 seeds with their spread and RIFT's intervals: benchmarks/results/tiny.md;" \
-		"regenerate them with: make results  (about an hour here)"
+	@$(if $(filter demo,$(DEMO_PROFILE)),echo "Tiny's results at 3 seeds with their spread and RIFT's intervals:" \
+		"benchmarks/results/tiny.md; regenerate them with: make results  (about an hour here)",true)
 
 # every replicate seed, Tables 2/3 with their spread and RIFT's intervals, and the collapse experiment (resumable).
 # One torch thread per step (--jobs sets it): the base policy's weights depend on the thread count, so this pins
