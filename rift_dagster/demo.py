@@ -159,6 +159,7 @@ def materialize_all(profile: str, data_dir: str = "data", instance=None, steps=N
         return future
 
     nodes = [(i, selection, key) for i, (selection, keys) in enumerate(steps) for key in keys]
+    firsts = [_values(key)[0] if key is not None else None for _, _, key in nodes]  # method, variant, source ...
     waits = upstream(steps)
     pending, running, finished = list(range(len(nodes))), {}, set()  # running: future -> node
     servers = StepServers(profile, data_dir, jobs) if jobs > 1 else None
@@ -170,9 +171,8 @@ def materialize_all(profile: str, data_dir: str = "data", instance=None, steps=N
                 if len(running) == jobs:
                     break
                 i, selection, key = nodes[n]
-                first = _values(key)[0] if key is not None else None
-                if not waits[n] <= finished or (first is not None and any(
-                        nodes[m][0] == i and _values(nodes[m][2])[0] == first for m in running.values())):
+                if not waits[n] <= finished or (firsts[n] is not None and any(
+                        nodes[m][0] == i and firsts[m] == firsts[n] for m in running.values())):
                     continue
                 pending.remove(n)
                 which = _values(key) if key is not None else None  # (method or model, seed)
