@@ -93,3 +93,21 @@ def smoke(tmp_path_factory):
     con = duckdb.connect(str(data / "smoke" / "rift.duckdb"), read_only=True)
     yield data / "smoke", con, results
     con.close()
+
+
+def pytest_collection_modifyitems(items):
+    """The tests on the shared `dagster dev` run last, one after another, so that it never idles beside the rest."""
+    items.sort(key=lambda item: "dagster_dev" in getattr(item, "fixturenames", ()))
+
+
+@pytest.fixture(scope="session")
+def dagster_dev(tmp_path_factory):
+    """One `dagster dev` for test_dagster_dev.py and test_ui.py (each test materialises only what it finds missing). Two
+    compute steps at a time, one per core here, so the UI test's experiments runs take turns in pairs."""
+    from test_dagster_dev import PROFILE, DagsterDev
+
+    root = tmp_path_factory.mktemp("dagster_dev")
+    seed_base_policy(tmp_path_factory, root / "data", PROFILE)
+    dev = DagsterDev(root, compute_slots=2)
+    yield dev
+    dev.stop()

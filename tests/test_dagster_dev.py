@@ -3,7 +3,6 @@ its output lands in the SQL catalog. Also the harness that test_ui.py drives the
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import seed_base_policy
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 PROFILE = os.environ.get("RIFT_TEST_PROFILE", str(Path(__file__).with_name("ui_smoke.yaml")))
@@ -32,10 +31,12 @@ def free_port() -> int:
 class DagsterDev:
     """A `dagster dev` process on 127.0.0.1 with its own DAGSTER_HOME (nux and telemetry off)."""
 
-    def __init__(self, root: Path, profile: str = PROFILE):
+    def __init__(self, root: Path, profile: str = PROFILE, compute_slots: int = 1):
         self.home, self.data, self.profile = root / "dagster_home", root / "data", profile
         self.home.mkdir(parents=True)
-        shutil.copy(REPO / ".dagster_home" / "dagster.yaml", self.home / "dagster.yaml")
+        settings = yaml.safe_load((REPO / ".dagster_home" / "dagster.yaml").read_text())
+        settings["concurrency"]["pools"]["default_limit"] = compute_slots
+        (self.home / "dagster.yaml").write_text(yaml.safe_dump(settings))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "DAGSTER_HOME": str(self.home), "RIFT_PROFILE": profile, "RIFT_DATA_DIR": str(self.data)}
@@ -97,15 +98,6 @@ class DagsterDev:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
         self.log.close()
-
-
-@pytest.fixture(scope="module")
-def dagster_dev(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dagster_dev")
-    seed_base_policy(tmp_path_factory, root / "data", PROFILE)
-    dev = DagsterDev(root)
-    yield dev
-    dev.stop()
 
 
 @pytest.mark.slow

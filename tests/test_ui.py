@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from test_dagster_dev import PROFILE_NAME, RIFT_SEED_0, dagster_dev  # noqa: F401  (the fixture)
+from test_dagster_dev import PROFILE_NAME, RIFT_SEED_0
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -35,7 +35,7 @@ def shots(tmp_path) -> Path:
     return Path(os.environ.get("RIFT_UI_SCREENSHOTS") or tmp_path)
 
 
-def test_lineage_graph_shows_every_asset_in_order(dagster_dev, page, tmp_path):  # noqa: F811
+def test_lineage_graph_shows_every_asset_in_order(dagster_dev, page, tmp_path):
     page.goto(dagster_dev.url + "/asset-groups", wait_until="networkidle")
     page.get_by_text("problems", exact=True).last.wait_for()
     page.keyboard.press("Alt+e")  # "Expand all groups" (the graph's settings menu); groups start collapsed
@@ -52,7 +52,7 @@ def test_lineage_graph_shows_every_asset_in_order(dagster_dev, page, tmp_path): 
     assert boxes["benchmark_scores"]["x"] > boxes["checkpoints"]["x"]
 
 
-def test_materialisation_launched_from_the_ui_succeeds(dagster_dev, page, tmp_path):  # noqa: F811
+def test_materialisation_launched_from_the_ui_succeeds(dagster_dev, page, tmp_path):
     page.goto(dagster_dev.url + "/assets/seed_problems", wait_until="networkidle")
     page.locator("button", has_text="Materialize").first.click()
     deadline, runs = time.time() + 120, []
@@ -74,12 +74,35 @@ def test_materialisation_launched_from_the_ui_succeeds(dagster_dev, page, tmp_pa
         con.close()
 
 
-def test_the_loss_curve_is_an_image_in_the_checkpoints_metadata(dagster_dev, page, tmp_path):  # noqa: F811
+def test_the_loss_curve_is_an_image_in_the_checkpoints_metadata(dagster_dev, page, tmp_path):
     """A user opens checkpoints[rift] after training and sees the loss curve as a picture, not a table."""
-    for job, assets, tags in (("buffer_job", None, None), ("__ASSET_JOB", ["checkpoints"], RIFT_SEED_0)):
-        run_id = dagster_dev.launch(job, assets, tags=tags)
-        assert dagster_dev.wait(run_id) == "SUCCESS", (dagster_dev.home.parent / "dagster_dev.log").read_text()[-3000:]
+    ensure(dagster_dev, BUFFER)
+    ensure(dagster_dev, RIFT_CHECKPOINT)
     assert_metadata_image(page, dagster_dev.url + "/assets/checkpoints", "loss_curve", shots(tmp_path) / "loss_curve.png")
+
+
+# (job, asset, partition, tags) launched through the API where missing: what the UI tests build on
+BUFFER = ("buffer_job", "reward_labels", None, None)
+RIFT_CHECKPOINT = ("__ASSET_JOB", "checkpoints", "rift|0", RIFT_SEED_0)
+RIFT_SCORES = ("__ASSET_JOB", "benchmark_scores", "rift|0",
+               {"dagster/partition": "rift|0", "dagster/partition/model": "rift", "dagster/partition/seed": "0"})
+ROUND_1 = ("regeneration_job", "round_checkpoint", "1", {"dagster/partition": "1"})
+
+
+def materialised(dev, asset: str, partition: str | None = None) -> bool:
+    out = dev.query("""query($k: AssetKeyInput!, $p: [String!]) { assetOrError(assetKey: $k) { ... on Asset {
+        assetMaterializations(partitions: $p, limit: 1) { runId } } } }""",
+                    {"k": {"path": [asset]}, "p": [partition] if partition else None})["assetOrError"]
+    return bool(out and out.get("assetMaterializations"))
+
+
+def ensure(dev, *launches) -> None:
+    """Launch those of `launches` not materialised yet (test_dagster_dev.py may have run them), side by side, and
+    wait until each has succeeded."""
+    run_ids = [dev.launch(job, [asset] if job == "__ASSET_JOB" else None, tags=tags)
+               for job, asset, partition, tags in launches if not materialised(dev, asset, partition)]
+    for run_id in run_ids:
+        assert dev.wait(run_id) == "SUCCESS", (dev.home.parent / "dagster_dev.log").read_text()[-3000:]
 
 
 def assert_metadata_image(page, url: str, entry: str, screenshot) -> None:
@@ -99,29 +122,18 @@ def assert_metadata_image(page, url: str, entry: str, screenshot) -> None:
 # The `experiments` group on smoke (tests/ui_smoke.yaml: one collapse epoch, one sweep factor), from the UI. Every
 # run through `dagster dev` here pays a run worker and Pipes children (~8 s of start-up each), and "Materialize all"
 # on the group offers only a backfill of *all* partitions: ~40 runs, including partitions the profile does not
-# select (they fail by design, `check_selected`). So: the unpartitioned assets in one run ("Materialize selected" on
-# the group's list), then one partition (one the profile selects) of each partitioned asset from its launch dialog
-# ("Launch 1 run"). By default the quick ones (~90 s in `make test`); RIFT_UI_EXPERIMENTS=all adds collapse and one
-# partition of lr_sweep, reward_scheme_scores and second_round_scores: every asset of the group but round_scores
-# (measured: every run succeeds, 290 s instead of 93 s in a clean-clone `make test`, which then took 20 min).
-# round_scores is left out: its `round` partitions exist only once the iteration group has run a round (the
-# experiments test scores one, in process).
-FULL = os.environ.get("RIFT_UI_EXPERIMENTS") == "all"
-EXPERIMENTS_UNPARTITIONED = ["validation_problems", *(["collapse"] if FULL else []), "k_rollouts", "efficiency"]
-EXPERIMENTS_PARTITIONS = {  # asset -> {dimension: key}, keys the profile selects
-    **({"lr_sweep": {"lr_sweep": "rift"},
-        "reward_scheme_scores": {"variant": "constant_-0.2", "seed": "0"}} if FULL else {}),
+# select (they fail by design, `check_selected`). So: the unpartitioned assets the others read in one run
+# ("Materialize selected" on the group's list), then collapse from its page and one partition (one the profile
+# selects) of each partitioned asset from its launch dialog ("Launch 1 run"): six runs, two at a time (the test
+# instance's two compute slots). round_scores scores a regeneration round: round 1 runs through the API first.
+FIRST = ["validation_problems", "k_rollouts", "efficiency"]
+PARTITIONS = {  # asset -> {dimension: key}, keys the profile selects
+    "lr_sweep": {"lr_sweep": "rift"},
+    "reward_scheme_scores": {"variant": "constant_-0.2", "seed": "0"},
     "k_scores": {"k": "2", "seed": "0"},
-    **({"second_round_scores": {"source": "rift", "seed": "0"}} if FULL else {}),
+    "second_round_scores": {"source": "rift", "seed": "0"},
+    "round_scores": {"round": "1"},
 }
-RIFT_SCORES_SEED_0 = {"dagster/partition": "rift|0", "dagster/partition/model": "rift", "dagster/partition/seed": "0"}
-
-
-def materialised(dev, asset: str, partition: str | None = None) -> bool:
-    out = dev.query("""query($k: AssetKeyInput!, $p: [String!]) { assetOrError(assetKey: $k) { ... on Asset {
-        assetMaterializations(partitions: $p, limit: 1) { runId } } } }""",
-                    {"k": {"path": [asset]}, "p": [partition] if partition else None})["assetOrError"]
-    return bool(out and out.get("assetMaterializations"))
 
 
 def run_ids(dev) -> set[str]:
@@ -170,37 +182,54 @@ def launch_one_partition(page, url: str, asset: str, keys: dict) -> None:
     dialog.wait_for(state="hidden")
 
 
-def test_the_experiments_group_materialised_from_the_ui_shows_figure_1(dagster_dev, page, tmp_path):  # noqa: F811
-    """A user materialises the `experiments` group from the UI (on the main graph's buffer and checkpoints[rift],
-    benchmark_scores[rift] at seed 0, launched through the API as the earlier tests do) and opens `efficiency`:
-    its runs succeed and Figure 1 is a picture in the metadata."""
-    log = dagster_dev.home.parent / "dagster_dev.log"
-    for job, asset, partition, tags in (("buffer_job", "reward_labels", None, None),
-                                        ("__ASSET_JOB", "checkpoints", "rift|0", RIFT_SEED_0),
-                                        ("__ASSET_JOB", "benchmark_scores", "rift|0", RIFT_SCORES_SEED_0)):
-        if not materialised(dagster_dev, asset, partition):  # the module's earlier tests may have run them
-            run_id = dagster_dev.launch(job, [asset] if tags else None, tags=tags)
-            assert dagster_dev.wait(run_id) == "SUCCESS", log.read_text()[-3000:]
+def group_assets(dev, group: str) -> set[str]:
+    nodes = dev.query("""query($g: AssetGroupSelector!) { assetNodes(group: $g) { assetKey { path } } }""",
+                      {"g": {"groupName": group, "repositoryName": "__repository__",
+                             "repositoryLocationName": dev.location}})["assetNodes"]
+    return {n["assetKey"]["path"][0] for n in nodes}
 
-    # 1. the unpartitioned assets: ticked in the group's list, "Materialize selected"
+
+def add_round(dev, key: str) -> None:
+    """The `round` partition `key`, as the regeneration schedule adds it."""
+    out = dev.query("""mutation($r: RepositorySelector!, $k: String!) { addDynamicPartition(repositorySelector: $r,
+        partitionsDefName: "round", partitionKey: $k) { __typename ... on PythonError { message } } }""",
+                    {"r": {"repositoryName": "__repository__", "repositoryLocationName": dev.location}, "k": key})
+    assert out["addDynamicPartition"]["__typename"] in ("AddDynamicPartitionSuccess", "DuplicateDynamicPartitionError"), out
+
+
+def test_the_experiments_group_materialised_from_the_ui_shows_figure_1(dagster_dev, page, tmp_path):
+    """A user materialises every asset of the `experiments` group from the UI (on the main graph's buffer,
+    checkpoints[rift] and benchmark_scores[rift] at seed 0 and regeneration round 1, launched through the API)
+    and opens `efficiency`: its runs succeed and Figure 1 is a picture in the metadata."""
+    log = dagster_dev.home.parent / "dagster_dev.log"
+    assert group_assets(dagster_dev, "experiments") == {*FIRST, "collapse", *PARTITIONS}
+    add_round(dagster_dev, "1")
+    ensure(dagster_dev, BUFFER)
+    ensure(dagster_dev, RIFT_CHECKPOINT)
+    ensure(dagster_dev, RIFT_SCORES, ROUND_1)
+
+    # 1. what the others read: ticked in the group's list, "Materialize selected"
     before = run_ids(dagster_dev)
     page.goto(dagster_dev.url + "/locations/rift/asset-groups/experiments/list", wait_until="networkidle")
-    for name in EXPERIMENTS_UNPARTITIONED:
+    for name in FIRST:
         page.locator("label").filter(has=page.get_by_test_id(f"checkbox-{name}")).click()
-    page.get_by_role("button", name=f"Materialize selected ({len(EXPERIMENTS_UNPARTITIONED)})").click()
+    page.get_by_role("button", name=f"Materialize selected ({len(FIRST)})").click()
     confirm_if_asked(page, lambda: run_ids(dagster_dev) - before)
     runs = wait_for_new_runs(dagster_dev, before, 1)
     assert [r["status"] for r in runs] == ["SUCCESS"], (runs, log.read_text()[-3000:])
-    assert {a["path"][0] for a in runs[0]["assetSelection"]} == set(EXPERIMENTS_UNPARTITIONED)
+    assert {a["path"][0] for a in runs[0]["assetSelection"]} == set(FIRST)
 
-    # 2. one selected partition of each partitioned asset, from its launch dialog
+    # 2. collapse from its page, and one selected partition of each partitioned asset from its launch dialog
     before = run_ids(dagster_dev)
-    for asset, keys in EXPERIMENTS_PARTITIONS.items():
+    page.goto(dagster_dev.url + "/assets/collapse", wait_until="networkidle")
+    page.locator("button", has_text="Materialize").first.click()
+    confirm_if_asked(page, lambda: run_ids(dagster_dev) - before)
+    for asset, keys in PARTITIONS.items():
         launch_one_partition(page, dagster_dev.url, asset, keys)
-    runs = wait_for_new_runs(dagster_dev, before, len(EXPERIMENTS_PARTITIONS))
+    runs = wait_for_new_runs(dagster_dev, before, 1 + len(PARTITIONS))
     launched = {r["assetSelection"][0]["path"][0]: {t["key"]: t["value"] for t in r["tags"]} for r in runs}
-    assert set(launched) == set(EXPERIMENTS_PARTITIONS)
-    for asset, keys in EXPERIMENTS_PARTITIONS.items():
+    assert set(launched) == {"collapse", *PARTITIONS}
+    for asset, keys in PARTITIONS.items():
         tags = launched[asset]
         assert (tags.get("dagster/partition") if len(keys) == 1 else
                 {k: tags.get(f"dagster/partition/{k}") for k in keys}) == (
