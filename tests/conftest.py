@@ -102,8 +102,8 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def dagster_dev(tmp_path_factory):
-    """One `dagster dev` for test_dagster_dev.py and test_ui.py (each test materialises only what it finds missing). Two
-    compute steps at a time, one per core here, so the UI test's experiments runs take turns in pairs."""
+    """One `dagster dev` for test_dagster_dev.py and test_ui.py (test_ui.py launches only what it finds missing),
+    with two compute steps at a time, one per core here: the UI test's experiments runs go in pairs."""
     from test_dagster_dev import PROFILE, DagsterDev
 
     root = tmp_path_factory.mktemp("dagster_dev")
