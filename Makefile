@@ -32,7 +32,7 @@ test: setup browser
 demo: setup
 	$(PY) -m rift_dagster.demo --profile $(DEMO_PROFILE) --seeds 0 --jobs $(JOBS)
 	@$(if $(filter demo,$(DEMO_PROFILE)),echo "Tiny's results at 3 seeds with their spread and RIFT's intervals:" \
-		"benchmarks/results/tiny.md; regenerate them with: make results  (about an hour here)",true)
+		"benchmarks/results/tiny.md; regenerate them with: make results  (53 min here)",true)
 
 # every replicate seed, Tables 2/3 with their spread and RIFT's intervals, and the collapse experiment (resumable).
 # One torch thread per step (--jobs sets it): the base policy's weights depend on the thread count, so this pins
