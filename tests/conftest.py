@@ -58,18 +58,24 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-def seed_base_policy(tmp_path_factory, data_dir: Path, profile: str = "smoke") -> None:
-    """Put the profile's toy base policy into `data_dir` the way base_model leaves it, trained once per test
-    session (base_model then finds it and reuses it, as it does for a user's second run)."""
+def session_base_policy(tmp_path_factory, profile: str = "smoke") -> Path | None:
+    """The profile's toy base policy, trained once per test session into the session's cache (None: not a toy)."""
     from rift_core.profiles import load_profile
     from rift_core.toy import ensure_base_policy
 
     p = load_profile(profile)
     if p.base_model != "toy":
-        return
-    policy = ensure_base_policy(tmp_path_factory.getbasetemp() / "toy_policies", progress=False,
-                                **asdict(p.toy_config()))
-    shutil.copytree(policy, data_dir / "toy_policies" / policy.name, dirs_exist_ok=True)
+        return None
+    return ensure_base_policy(tmp_path_factory.getbasetemp() / "toy_policies", progress=False,
+                              **asdict(p.toy_config()))
+
+
+def seed_base_policy(tmp_path_factory, data_dir: Path, profile: str = "smoke") -> None:
+    """Put the profile's toy base policy into `data_dir` the way base_model leaves it (base_model then finds it and
+    reuses it, as it does for a user's second run)."""
+    policy = session_base_policy(tmp_path_factory, profile)
+    if policy is not None:
+        shutil.copytree(policy, data_dir / "toy_policies" / policy.name, dirs_exist_ok=True)
 
 
 @pytest.fixture(scope="session")

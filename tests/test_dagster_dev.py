@@ -17,8 +17,18 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 PROFILE = os.environ.get("RIFT_TEST_PROFILE", str(Path(__file__).with_name("ui_smoke.yaml")))
 PROFILE_NAME = Path(PROFILE).stem
-# checkpoints[rift, seed 0]: the tags the UI's launchpad gives a run of one multi-partition
-RIFT_SEED_0 = {"dagster/partition": "rift|0", "dagster/partition/method": "rift", "dagster/partition/seed": "0"}
+
+
+def partition_tags(**keys: str) -> dict:
+    """The tags the UI's launch dialog gives a run of one partition (`keys`: dimension -> key); a multi-partition's
+    key joins its dimensions' keys in the order of their names."""
+    if len(keys) == 1:
+        return {"dagster/partition": next(iter(keys.values()))}
+    return {"dagster/partition": "|".join(keys[d] for d in sorted(keys)),
+            **{f"dagster/partition/{d}": k for d, k in keys.items()}}
+
+
+RIFT_SEED_0 = partition_tags(method="rift", seed="0")  # checkpoints[rift, seed 0]
 UNPARTITIONED = ["seed_problems", "base_model", "rollouts", "reward_labels", "buffer_stats", "benchmarks"]
 
 

@@ -1,8 +1,8 @@
 import json
 import re
-from dataclasses import asdict
 
 import pytest
+from conftest import session_base_policy
 from safetensors.torch import load_file
 
 from rift_core import toy
@@ -157,13 +157,13 @@ def test_calibrated_training_records_its_check_and_is_undisturbed_by_it(tmp_path
 def test_smoke_policy_has_right_and_wrong_samples_on_its_seeds(tmp_path_factory):
     """The smoke profile trains until some samples are right and some wrong: RFT needs a right one, RIFT and
     DPO a wrong one. Checked on the 12 seed problems its rollouts use, with its sampling settings (on the policy
-    the session's other tests use: conftest.seed_base_policy's cache)."""
+    the session's other tests use: conftest.session_base_policy)."""
     from rift_core.generation import generate_rollouts
     from rift_core.profiles import load_profile
 
     prof = load_profile("smoke")
     cfg = prof.toy_config()
-    path = toy.ensure_base_policy(tmp_path_factory.getbasetemp() / "toy_policies", progress=False, **asdict(cfg))
+    path = session_base_policy(tmp_path_factory, "smoke")
     record = toy.read_calibration(path)
     assert record["calibrated"] and toy.in_target(record["pos"], record["mixed"], cfg)
     seeds = toy.problems("seed", prof.n_seeds, prof.seed)

@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from test_dagster_dev import PROFILE_NAME, RIFT_SEED_0
+from test_dagster_dev import PROFILE_NAME, RIFT_SEED_0, partition_tags
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -81,12 +81,11 @@ def test_the_loss_curve_is_an_image_in_the_checkpoints_metadata(dagster_dev, pag
     assert_metadata_image(page, dagster_dev.url + "/assets/checkpoints", "loss_curve", shots(tmp_path) / "loss_curve.png")
 
 
-# (job, asset, partition, tags) launched through the API where missing: what the UI tests build on
-BUFFER = ("buffer_job", "reward_labels", None, None)
-RIFT_CHECKPOINT = ("__ASSET_JOB", "checkpoints", "rift|0", RIFT_SEED_0)
-RIFT_SCORES = ("__ASSET_JOB", "benchmark_scores", "rift|0",
-               {"dagster/partition": "rift|0", "dagster/partition/model": "rift", "dagster/partition/seed": "0"})
-ROUND_1 = ("regeneration_job", "round_checkpoint", "1", {"dagster/partition": "1"})
+# (job, asset, partition tags) launched through the API where missing: what the UI tests build on
+BUFFER = ("buffer_job", "reward_labels", None)
+RIFT_CHECKPOINT = ("__ASSET_JOB", "checkpoints", RIFT_SEED_0)
+RIFT_SCORES = ("__ASSET_JOB", "benchmark_scores", partition_tags(model="rift", seed="0"))
+ROUND_1 = ("regeneration_job", "round_checkpoint", partition_tags(round="1"))
 
 
 def materialised(dev, asset: str, partition: str | None = None) -> bool:
@@ -100,7 +99,7 @@ def ensure(dev, *launches) -> None:
     """Launch those of `launches` not materialised yet (test_dagster_dev.py may have run them), side by side, and
     wait until each has succeeded."""
     run_ids = [dev.launch(job, [asset] if job == "__ASSET_JOB" else None, tags=tags)
-               for job, asset, partition, tags in launches if not materialised(dev, asset, partition)]
+               for job, asset, tags in launches if not materialised(dev, asset, (tags or {}).get("dagster/partition"))]
     for run_id in run_ids:
         assert dev.wait(run_id) == "SUCCESS", (dev.home.parent / "dagster_dev.log").read_text()[-3000:]
 
