@@ -101,3 +101,52 @@ def test_missing_columns_are_named():
         figures.collapse_figure(collapse_frame().clear())
     with pytest.raises(ValueError, match="no curves"):
         figures.loss_curves({})
+
+
+def lines(ax) -> dict[str, tuple[list, list]]:
+    return {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines()
+            if not line.get_label().startswith("_")}
+
+
+def bars(ax) -> list[float]:
+    return [round(p.get_height(), 6) for p in ax.patches]
+
+
+def error_sizes(ax) -> list[float]:
+    """Half-lengths of the vertical error bars drawn on `ax`, in drawing order."""
+    sizes = []
+    for container in ax.containers:
+        for segments in getattr(container, "lines", (None, None, ()))[2]:
+            sizes += [round(abs(s[1][1] - s[0][1]) / 2, 6) for s in segments.get_segments()]
+    return sizes
+
+
+def test_each_figure_plots_the_values_of_its_frame():
+    """What a reader sees: the numbers drawn are the frame's, in its units, under its labels."""
+    (ax,) = FIGURES["loss_curves"]().axes
+    assert lines(ax) == {"rift": ([1, 2, 3], [1.0, 0.8, 0.7]), "naive": ([1, 2, 3], [1.0, -2.0, -9.0])}
+
+    left, right = FIGURES["collapse"]().axes
+    assert lines(left)["naive"] == ([1, 2, 3], [-1.0, -10.0, -100.0])
+    assert lines(right)["rift"][1] == pytest.approx([40.0, 45.0, 50.0])  # a fraction drawn in percent
+    assert right.get_ylabel() == "validation Mean@k (%)"
+
+    (ax,) = FIGURES["bars"]().axes
+    assert bars(ax) == [40.0, 70.0, 41.0, 71.0]  # grouped by hue: constant's bars, then gaussian's
+    assert error_sizes(ax) == [1.0, 0.5, 0.0, 0.7]  # a missing std draws no error
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["Avg", "GSM8K"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["constant", "gaussian"]
+
+    (ax,) = FIGURES["memory"]().axes
+    points = {c.get_label(): tuple(c.lines[0].get_xydata()[0]) for c in ax.containers}
+    assert points == {"sft": (30.0, 38.0), "rft": (31.0, 40.1), "dpo": (55.0, 40.5), "rift": (32.0, 42.3)}
+    assert error_sizes(ax) == [0.5, 0.6, 0.0, 0.0]  # null and NaN std: no error bar
+    assert {t.get_text() for t in ax.texts} == {"sft", "rft", "dpo", "rift"}
+
+    ax_mixed, ax_mean = FIGURES["per_k"]().axes
+    (mixed,) = ax_mixed.get_lines()
+    assert list(mixed.get_xdata()) == [1, 2, 4, 8, 16] and list(mixed.get_ydata()) == [0.0, 20.0, 35.0, 45.0, 50.0]
+    assert ax_mean.get_xscale() == "log" and [t.get_text() for t in ax_mean.get_xticklabels()] == ["1", "2", "4", "8", "16"]
+
+    (ax,) = FIGURES["per_k_hue"]().axes
+    assert lines(ax) == {"rift": ([2, 8], [30.0, 33.0]), "rft": ([2, 8], [29.0, 31.0])}

@@ -164,7 +164,9 @@ def test_token_logps_match_full_log_softmax_and_backpropagate(tiny_model):
     assert model.get_output_embeddings().weight.grad.abs().sum() > 0
 
 
-def test_cpu_sized_tiles_give_the_same_log_probs_across_several_tiles():
+def test_cpu_sized_tiles_give_the_same_log_probs_across_several_tiles(monkeypatch):
+    import trl.kernels.chunked_logprob as kernel
+    import trl.trainer.utils as trl_utils
     from transformers import Qwen2Config, Qwen2ForCausalLM
     from trl.trainer.utils import add_fused_lm_head
 
@@ -180,7 +182,11 @@ def test_cpu_sized_tiles_give_the_same_log_probs_across_several_tiles():
     reference.sum().backward()
     reference_grad = model.get_output_embeddings().weight.grad.clone()
     model.zero_grad()
+    # fit_fused_head_to_cpu sets TRL's process-wide tile sizes: put TRL's own back after this test
+    monkeypatch.setattr(kernel, "TOKEN_CHUNK_SIZE", kernel.TOKEN_CHUNK_SIZE)
+    monkeypatch.setattr(trl_utils, "_CHUNKED_LOGPROB_CHUNK_SIZE", trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE)
     fit_fused_head_to_cpu()
+    assert kernel.TOKEN_CHUNK_SIZE == 512 and trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE == 4096
     add_fused_lm_head(model)
     logps, mask = token_logps(model, input_ids, torch.ones_like(input_ids), input_ids)
     logps.sum().backward()
