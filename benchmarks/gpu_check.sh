@@ -1,27 +1,27 @@
 #!/usr/bin/env bash
 # Paper Table 7 on one GPU: peak training memory and step time per method (sft, dft, rft, dpo, rift, naive, kto)
 # at Qwen2.5-Math-1.5B's shapes (random weights), bf16 autocast: with fp32 master weights; then, as time allows, the
-# same with gradient checkpointing (configs/paper.yaml's setting) and with bf16 weights. Writes one results file,
+# same with gradient checkpointing (the paper profile's setting) and with bf16 weights. Writes one results file,
 # $OUT/gpu_table7.md when $OUT is set, else benchmarks/out/gpu_table7.md (and the whole log beside it,
-# gpu_check.log). What is measured and how: benchmarks/gpu_table7.py.
+# gpu_check.log). What is measured and how: benchmarks/gpu_table7.py; how to run it: docs/GPU_CHECK.md.
 #
-# The GPU machine: one H200, no network, python3 3.12 with torch 2.11 and transformers 5.17, no TRL, vLLM, Dagster
-# or math-verify; only the working tree travels (64 MiB in all). So, once, here (1.8 MB of pure-Python wheels,
-# never torch or transformers, into the git-ignored gpu_wheels/):
-#     make gpu-wheels                  # = bash benchmarks/gpu_check.sh --download-wheels
-# then the device tool, from the repository root:
-#     run(command="bash benchmarks/gpu_check.sh", carry=["gpu_wheels"], timeout_s=480)
-# then give_back. Not yet run on a GPU; estimated 4-7 minutes. The measurement ends by GPU_CHECK_DEADLINE_S
-# (default 390) seconds: methods not started by then are marked skipped, one still running is stopped, and the
-# results file, rewritten after every method, comes back either way (the fp32 table first, the others after it).
+# Needs one CUDA GPU and a Python 3 with torch, transformers, accelerate, pyarrow and pandas; TRL and datasets come
+# either from that Python (pip install trl==1.16.0 datasets==5.2.0) or, on a machine without network, from
+# pure-Python wheels fetched beforehand on a machine that has one and copied over with the repository:
+#     make gpu-wheels                  # = bash benchmarks/gpu_check.sh --download-wheels (1.8 MB into gpu_wheels/)
+# Then, from the repository root on the GPU machine:
+#     bash benchmarks/gpu_check.sh
+# Nothing is downloaded (the Hugging Face libraries run offline; the model is built from its shapes). Before any
+# method starts it lists the packages it found and stops naming any that is missing. Estimated 4-7 minutes, not
+# yet measured on a GPU. The measurement ends by GPU_CHECK_DEADLINE_S (default 390) seconds: methods not started
+# by then are marked skipped, one still running is stopped, and the results file, rewritten after every method,
+# holds what finished either way (the fp32 table first, the others after it).
 #
-# Offline install: pip --no-index --no-deps --target a scratch folder, put first on PYTHONPATH. Not a venv: the
-# machine's python3 is itself a venv (/opt/torch/.venv), so `venv --system-site-packages` would see the base
-# interpreter's packages, without torch. Needed beyond the machine's own packages: trl and datasets (pinned as in
-# pyproject.toml) and datasets' dill and multiprocess (WHEEL_PINS below); of this project only rift_core.losses and
-# rift_core.prompts, which need torch alone (no polars, Dagster, math-verify).
-# vLLM is not here: its wheel is far over the 64 MiB a run can carry, and the machine lacks it, so generation with
-# vLLM stays contract-tested (tests/test_generation.py) until a machine has it.
+# The wheels install with pip --no-index --no-deps --target into a scratch folder put first on PYTHONPATH, so the
+# machine's own packages stay untouched. Not a venv: when python3 is itself a venv (where torch was installed
+# into it), `venv --system-site-packages` would see the base interpreter's packages, without torch. The
+# wheels: trl and datasets (pinned as in pyproject.toml) and datasets' dill and multiprocess (WHEEL_PINS below).
+# vLLM, Dagster, polars and math-verify are not needed: the check trains, it neither samples nor grades.
 #
 # CPU dry run (what `make test` runs, tests/test_gpu_check.py; about a minute):
 #     PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh --tiny      # -> benchmarks/out/gpu_table7_tiny.md
