@@ -20,12 +20,13 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
+from rift_core.profiles import CONFIG_DIR
 
 pytestmark = pytest.mark.slow
 
 # what the build sees: the packages, and beside them folders that must stay out of the wheel
 SOURCES = ("pyproject.toml", "README.md", "rift_core", "rift_dagster", "tests", "benchmarks")
-PACKAGED = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "rift_core" / "configs").rglob("*.yaml"))
+PACKAGED = sorted(p.relative_to(CONFIG_DIR.parent.parent).as_posix() for p in CONFIG_DIR.rglob("*.yaml"))
 
 TRAIN = textwrap.dedent("""
     import json, sys
