@@ -44,13 +44,14 @@ TRAIN = textwrap.dedent("""
     model_dir, out = sys.argv[1], Path("checkpoint")
     Path("mine.yaml").write_text("extends: tiny\\nrewards: {r_neg: -0.5}\\n")
     tiny, mine = load_profile("tiny"), load_profile("mine.yaml")
-    rows = [{"prompt": f"What is {i} + {i}? ", "completion": f"\\\\boxed{{{2 * i}}}", "reward": 1.0 if i % 2 == 0 else -0.2}
-            for i in range(4)]
+    rows = [{"prompt": f"What is {i} + {i}? ", "completion": f"\\\\boxed{{{2 * i}}}",
+             "reward": 1.0 if i % 2 == 0 else -0.2} for i in range(4)]
     args = RIFTConfig(output_dir=str(out), per_device_train_batch_size=2, max_steps=2, learning_rate=1e-3,
                       warmup_steps=0, bf16=False, save_strategy="no", report_to="none", use_cpu=True, seed=0,
                       dataloader_num_workers=0)
     trainer = RIFTTrainer(model=AutoModelForCausalLM.from_pretrained(model_dir), args=args,
-                          train_dataset=Dataset.from_list(rows), processing_class=AutoTokenizer.from_pretrained(model_dir))
+                          train_dataset=Dataset.from_list(rows),
+                          processing_class=AutoTokenizer.from_pretrained(model_dir))
     trainer.train()
     trainer.save_model()
     AutoModelForCausalLM.from_pretrained(out)  # the checkpoint loads back
@@ -65,6 +66,13 @@ TRAIN = textwrap.dedent("""
 """)
 
 
+def succeed(*command) -> str:
+    """Run `command`; its stdout, or a failure that shows its stderr."""
+    done = subprocess.run([str(c) for c in command], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"{command}: {done.stderr[-3000:]}"
+    return done.stdout
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> tuple[Path, Path, Path]:
     """(the wheel, the fresh venv's python, the fresh venv's folder)."""
@@ -77,17 +85,15 @@ def installed(tmp_path_factory) -> tuple[Path, Path, Path]:
             shutil.copytree(path, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "out"))
         else:
             shutil.copy2(path, src / name)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
-                    str(src), "-w", str(tmp / "dist")], check=True, capture_output=True, timeout=300)
+    succeed(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", src,
+            "-w", tmp / "dist")
     (wheel,) = (tmp / "dist").glob("rift-*.whl")
 
     venv = tmp / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    succeed(sys.executable, "-m", "venv", "--without-pip", venv)
     python = venv / "bin" / "python"
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", "-q",
-                    str(wheel)], check=True, capture_output=True, timeout=300)
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          check=True, capture_output=True, text=True, timeout=60).stdout.strip()
+    succeed(sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", "-q", wheel)
+    site = succeed(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").strip()
     deps = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
     (Path(site) / "project_dependencies.pth").write_text("".join(f"{d}\n" for d in deps))
     return wheel, python, venv
