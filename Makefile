@@ -2,7 +2,8 @@
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
-# `make demo` runs configs/demo.yaml (tiny at one seed on fewer evaluation problems, no KTO) unless given a PROFILE
+# `make demo` runs rift_core/configs/demo.yaml (tiny at one seed on fewer evaluation problems, no KTO) unless given a
+# PROFILE
 DEMO_PROFILE := $(or $(PROFILE),demo)
 PROFILE ?= tiny
 # partitions side by side, one torch thread each (rift_dagster.demo --jobs): one per core for the CPU profiles, one

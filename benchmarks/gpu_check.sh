@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Paper Table 7 on one GPU: peak training memory and step time per method (sft, dft, rft, dpo, rift, naive, kto)
 # at Qwen2.5-Math-1.5B's shapes (random weights), bf16 autocast: with fp32 master weights; then, as time allows, the
-# same with gradient checkpointing (the paper profile's setting) and with bf16 weights. Writes one results file,
+# same with gradient checkpointing (rift_core/configs/paper.yaml's setting) and with bf16 weights. Writes one results file,
 # $OUT/gpu_table7.md when $OUT is set, else benchmarks/out/gpu_table7.md (and the whole log beside it,
 # gpu_check.log). What is measured and how: benchmarks/gpu_table7.py; how to run it: docs/GPU_CHECK.md.
 #

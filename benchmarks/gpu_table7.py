@@ -9,7 +9,7 @@ What runs: a randomly initialised Qwen2 with Qwen2.5-Math-1.5B's shapes (hidden 
 heads, intermediate 8960, vocab 151,936, tied embeddings; 1.54B parameters), built straight on the GPU (no disk),
 trains each method (sft, dft, rft, dpo, rift, naive, kto), each in its own process, for a few optimizer steps of
 `--batch` rows, with bf16 autocast, in each of the VARIANTS: `fp32` fp32 master weights (and fp32 gradients and
-AdamW state); `fp32+gc` the same with gradient checkpointing, as configs/paper.yaml trains; `bf16` weights (and
+AdamW state); `fp32+gc` the same with gradient checkpointing, as the paper profile trains; `bf16` weights (and
 gradients and AdamW state) in bf16. Rows: bench_memory.batch_rows, half correct (reward +1) and half wrong (-0.2),
 the ground-truth solution equal to the response, so every method sees the same tokens (DPO twice, chosen and
 rejected); the tokenizer is byte-level, so a ~1,000-character response is ~1,000 tokens (+ ~110 prompt tokens).
@@ -55,7 +55,7 @@ PAPER_GB = {"sft": 17.95, "rft": 18.12, "dft": 26.90, "rift": 20.10, "dpo": 43.3
 # name: (weights dtype, gradient checkpointing, heading); bf16 autocast in all
 VARIANTS = {
     "fp32": ("float32", False, "fp32 master weights, bf16 autocast"),
-    "fp32+gc": ("float32", True, "fp32 master weights, bf16 autocast, gradient checkpointing (configs/paper.yaml)"),
+    "fp32+gc": ("float32", True, "fp32 master weights, bf16 autocast, gradient checkpointing (the paper profile)"),
     "bf16": ("bfloat16", False, "bf16 weights, gradients and AdamW state, bf16 autocast"),
 }
 

@@ -1,4 +1,5 @@
-"""Run profiles: YAML files (configs/<name>.yaml) that pick model, data, K, rewards and sizes.
+"""Run profiles: YAML files that pick model, data, K, rewards and sizes. The project's own ship inside the package
+(rift_core/configs/<name>.yaml, package data) and load by name from anywhere; a user's own loads by its path.
 
 Each section is validated against the config dataclass of the module that owns it (toy.ToyConfig,
 generation.GenerationConfig, trainer.TrainConfig): same field names, same types, so `learning_rate: 1e-5`
@@ -14,7 +15,9 @@ that profile (mappings merge key by key), so an experiment is a five-line file:
 Nothing in rift_core imports this module: it sits on top of the modules whose configs it builds.
 """
 import dataclasses
+import os
 import typing
+from importlib.resources import files
 from pathlib import Path
 from typing import Literal
 
@@ -28,7 +31,8 @@ from rift_core.rewards import PAPER_VARIANTS, SCHEMES
 from rift_core.toy import ToyConfig
 from rift_core.trainer import TrainConfig
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# The packaged profiles (a name loads <name>.yaml from here) and, under accelerate/, the accelerate launch configs
+CONFIG_DIR = files("rift_core") / "configs"
 _STRICT = ConfigDict(extra="forbid")
 
 
@@ -150,8 +154,13 @@ class Profile(BaseModel):
         return TrainConfig(method=method, model=model, output_dir=output_dir, **settings)
 
 
-def profile_path(name_or_path: str, relative_to: Path | None = None) -> Path:
-    """`configs/<name>.yaml` for a bare name, else the path (relative to the extending file, if any)."""
+def known_profiles() -> list[str]:
+    """The names of the packaged profiles."""
+    return sorted(p.name.removesuffix(".yaml") for p in CONFIG_DIR.iterdir() if p.name.endswith(".yaml"))
+
+
+def profile_path(name_or_path: str, relative_to=None):
+    """The packaged `<name>.yaml` for a bare name, else the path (relative to the extending file, if any)."""
     path = Path(name_or_path)
     if not path.suffix:
         return CONFIG_DIR / f"{name_or_path}.yaml"
@@ -160,13 +169,14 @@ def profile_path(name_or_path: str, relative_to: Path | None = None) -> Path:
     return path
 
 
-def _raw(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+def _raw(path, seen: tuple[str, ...] = ()) -> dict:
     """The profile's YAML mapping with its `extends:` chain merged in."""
-    if not path.exists():
-        known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
-        raise FileNotFoundError(f"profile {str(path)!r} not found (known profiles: {known})")
-    if path.resolve() in seen:
-        raise ValueError(f"{path}: `extends` makes a cycle: {' -> '.join(map(str, seen))} -> {path}")
+    if not path.is_file():
+        raise FileNotFoundError(f"profile {str(path)!r} not found (known profiles: {', '.join(known_profiles())}; "
+                                f"or the path of a YAML file)")
+    key = os.path.realpath(str(path))
+    if key in seen:
+        raise ValueError(f"{path}: `extends` makes a cycle: {' -> '.join(seen)} -> {key}")
     raw = yaml.safe_load(path.read_text()) or {}
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: a profile must be a YAML mapping")
@@ -176,7 +186,7 @@ def _raw(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if not isinstance(parent, str):
         raise ValueError(f"{path}: `extends` names one profile (a name or a path), got {parent!r}")
     try:
-        return deep_merge(_raw(profile_path(parent, path), (*seen, path.resolve())), raw)
+        return deep_merge(_raw(profile_path(parent, path), (*seen, key)), raw)
     except FileNotFoundError as e:
         raise ValueError(f"{path}: extends {parent!r}: {e}") from None
 
@@ -189,11 +199,11 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 
 def load_profile(name_or_path: str) -> Profile:
-    """Load `configs/<name>.yaml` or a YAML file path, failing with the file, section and key at fault."""
+    """Load a packaged profile by name or a YAML file by path, failing with the file, section and key at fault."""
     path = profile_path(name_or_path)
     raw = _raw(path)
     try:
-        return Profile(**{**raw, "name": path.stem, "source": str(path)})
+        return Profile(**{**raw, "name": Path(name_or_path).stem, "source": str(path)})
     except ValidationError as e:
         raise ValueError(f"{path}: " + "; ".join(_explain(err) for err in e.errors())) from None
 

@@ -8,7 +8,8 @@ Dagster Pipes child in a further pod that requests GPUs (`RiftK8sPipesClient`, i
     defs = dg.Definitions(..., resources={**resources, **k8s["resources"]}, executor=k8s["executor"])
 
 Needs the `k8s` extra (dagster-k8s) and an image with this repository installed, its root the working
-directory (the launcher's `--config_file configs/accelerate/...` paths are relative to it). See docs/SCALING.md.
+directory (the launcher's `--config_file rift_core/configs/accelerate/...` paths are relative to it). See
+docs/SCALING.md.
 """
 import copy
 import sys

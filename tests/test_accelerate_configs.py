@@ -1,6 +1,6 @@
-"""The accelerate configs in configs/accelerate/: each parses with accelerate's own loader into the set-up it
-names, and the DDP one trains on two CPU ranks (joined over gloo) that end with the same weights. FSDP and
-ZeRO-3 need GPUs (and DeepSpeed) and are only parsed here."""
+"""The accelerate configs in rift_core/configs/accelerate/ (package data): each parses with accelerate's own loader
+into the set-up it names, and the DDP one trains on two CPU ranks (joined over gloo) that end with the same weights.
+FSDP and ZeRO-3 need GPUs (and DeepSpeed) and are only parsed here."""
 import json
 import os
 import subprocess
@@ -10,8 +10,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from rift_core.profiles import CONFIG_DIR
+
 REPO = Path(__file__).resolve().parent.parent
-CONFIGS = REPO / "configs" / "accelerate"
+CONFIGS = CONFIG_DIR / "accelerate"
 EXPECTED = {  # file -> (distributed_type, the launch flag accelerate derives from it)
     "ddp.yaml": ("MULTI_GPU", "multi_gpu"),
     "fsdp.yaml": ("FSDP", "use_fsdp"),

@@ -14,7 +14,7 @@ from rift_dagster.definitions import defs as load_defs  # noqa: E402
 from rift_dagster.defs.resources import RunProfile, rift_resources, run_step  # noqa: E402
 from rift_dagster.k8s import RiftK8sPipesClient, k8s_overrides  # noqa: E402
 
-LAUNCHER = ["accelerate", "launch", "--config_file", "configs/accelerate/ddp.yaml"]
+LAUNCHER = ["accelerate", "launch", "--config_file", "rift_core/configs/accelerate/ddp.yaml"]
 
 
 @dg.asset

@@ -97,12 +97,12 @@ SECONDS = {}
 @pytest.fixture(scope="module")
 def paper_cpu(tmp_path_factory, shared_data):
     from rift_dagster.demo import failures, materialize_all
-    from conftest import seed_base_policy
+    from conftest import REPO, seed_base_policy
 
     p = load_profile(PROFILE)
     assert p.data_root == "../shared/data"  # relative to the repository: run from there
     cwd = os.getcwd()
-    os.chdir(CONFIG_DIR.parent)
+    os.chdir(REPO)
     try:
         root = tmp_path_factory.mktemp("paper_data")
         seed_base_policy(tmp_path_factory, root, PROFILE)

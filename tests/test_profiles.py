@@ -13,7 +13,7 @@ PROFILES = ("tiny", "smoke", "paper", "demo")
 @pytest.mark.parametrize("name", PROFILES)
 def test_profile_loads_and_every_section_builds_its_config(name):
     prof = load_profile(name)
-    assert prof.name == name and prof.source.endswith(f"configs/{name}.yaml")
+    assert prof.name == name and prof.source.endswith(f"rift_core/configs/{name}.yaml")
     assert prof.run_methods and set(prof.run_methods) <= set(METHODS)
     for source in [prof.seeds, *prof.benchmarks]:
         if source.startswith("toy:"):
@@ -54,7 +54,7 @@ def test_tiny_and_smoke_run_the_toy_task_on_every_benchmark_split():
 
 
 def test_demo_is_tiny_at_one_seed_with_a_smaller_evaluation():
-    """`make demo` (configs/demo.yaml) shares tiny's base policy and buffer: only the seeds, the evaluation size
+    """`make demo` (the demo profile) shares tiny's base policy and buffer: only the seeds, the evaluation size
     and the methods its graph runs differ."""
     from rift_dagster.demo import all_steps
 

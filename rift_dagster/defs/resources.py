@@ -55,10 +55,10 @@ for _name, _value in ENV_DEFAULTS.items():
 
 
 class RunProfile(dg.ConfigurableResource):
-    """The run profile (`configs/<name>.yaml` or a YAML path) and how out-of-process steps start.
+    """The run profile (a packaged profile's name, e.g. `tiny`, or a YAML path) and how out-of-process steps start.
 
     `launcher` replaces `python` in front of `-m rift_dagster.worker` for the steps that can use several
-    devices (training): e.g. ["accelerate", "launch", "--config_file", "configs/accelerate/ddp.yaml"].
+    devices (training): e.g. ["accelerate", "launch", "--config_file", "rift_core/configs/accelerate/ddp.yaml"].
     `wait_for_lock`: a step whose output another run is writing waits for that run instead of failing at once
     (rift_core.locks: one writer per output).
     """

@@ -1,6 +1,6 @@
 """Checkpoints: the base model fine-tuned by each method of the registry (rift_core.methods), out of
 process: a Pipes child (`python -m rift_dagster.worker`) behind the run profile's `launcher`, e.g.
-`accelerate launch --config_file configs/accelerate/ddp.yaml`, to use several GPUs."""
+`accelerate launch --config_file rift_core/configs/accelerate/ddp.yaml`, to use several GPUs."""
 import time
 from dataclasses import asdict
 from pathlib import Path
