@@ -26,7 +26,7 @@ from rift_core.base_policy import ToyConfig
 from rift_core.data import ProblemFormat
 from rift_core.generation import GenerationConfig
 from rift_core.methods import METHODS
-from rift_core.rewards import PAPER_VARIANTS, SCHEMES
+from rift_core.schemes import PAPER_VARIANTS, SCHEMES
 from rift_core.trainer import TrainConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"

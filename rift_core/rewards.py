@@ -16,17 +16,9 @@ from collections.abc import Callable
 
 import polars as pl
 
+from rift_core.schemes import SCHEMES
+
 STATUSES = ("ok", "no_answer", "timeout", "error")
-SCHEMES = ("constant", "gaussian", "gpg_mean", "gpg_scaled")
-# The reward variants of the paper's Table 6, by name: assign_rewards' arguments (r_pos stays 1)
-PAPER_VARIANTS = {
-    "gpg_mean": {"scheme": "gpg_mean"},
-    "gpg_scaled": {"scheme": "gpg_scaled"},
-    "gaussian": {"scheme": "gaussian"},
-    "constant_-0.2": {"scheme": "constant", "r_neg": -0.2},
-    "constant_-0.5": {"scheme": "constant", "r_neg": -0.5},
-    "constant_-0.8": {"scheme": "constant", "r_neg": -0.8},
-}
 BAD_REFERENCE = "reference answer does not parse"
 DEFAULT_TIMEOUT_S = 10.0  # per-step grading deadline (seconds): the default of every function and CLI flag here
 CHUNK_ROWS = 64  # rows per job: amortises IPC and the parent's wake-ups, small enough to balance workers

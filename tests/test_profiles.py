@@ -3,7 +3,7 @@ import pytest
 import subprocess
 import sys
 
-from rift_core import base_policy, data, known_sets, rewards, toy_task
+from rift_core import base_policy, data, known_sets, schemes, toy_task
 from rift_core.methods import METHODS
 from rift_core.profiles import load_profile
 
@@ -22,7 +22,7 @@ def test_profile_loads_and_every_section_builds_its_config(name):
             assert source.partition(":")[0] in known_sets.KNOWN, source
     if prof.base_model == "toy":
         assert isinstance(prof.toy_config(), base_policy.ToyConfig)
-    assert prof.rewards.scheme in rewards.SCHEMES and prof.rewards.r_neg < 0 < prof.rewards.r_pos
+    assert prof.rewards.scheme in schemes.SCHEMES and prof.rewards.r_neg < 0 < prof.rewards.r_pos
     for method in METHODS:
         cfg = prof.train_config(method, "m", "o")
         assert cfg.global_batch_size % cfg.per_device_batch_size == 0

@@ -5,7 +5,8 @@ import sys
 import time
 
 from rift_core.io import read_table, write_parquet_atomic
-from rift_core.rewards import DEFAULT_TIMEOUT_S, SCHEMES, assign_rewards, label_rollouts
+from rift_core.rewards import DEFAULT_TIMEOUT_S, assign_rewards, label_rollouts
+from rift_core.schemes import SCHEMES
 
 
 def build_parser() -> argparse.ArgumentParser:
