@@ -6,10 +6,10 @@ looks for (`benchmarks/<name>/test.jsonl`, `seeds/<name>/train.jsonl`, as in ../
 that `load_problems` reads after `data_root` (`$RIFT_DATA_CACHE`, default `~/.cache/rift/data`);
 `python -m rift_core data download [--to DIR]` runs it.
 
-A set (rift_core.known_sets) lists its sources in order: the hub copy first, then (for the Qwen2.5-Math benchmarks) the suite's own
-file on GitHub. A source is taken only if its rows are in the set's format; one whose row count or first
-problem differs from the Qwen2.5-Math file (so problem ids would differ from ../shared/data) is passed over
-while another is left. `load_problems` uses the same sources when a known set has no local copy.
+A set (rift_core.known_sets) lists its sources in order: the hub copy first, then (for the Qwen2.5-Math
+benchmarks) the suite's own file on GitHub. A source is taken only if its rows are in the set's format; one whose
+row count or first problem differs from the Qwen2.5-Math file (so problem ids would differ from ../shared/data)
+is passed over while another is left. `load_problems` uses the same sources when a known set has no local copy.
 """
 import json
 import os
@@ -20,6 +20,7 @@ from pathlib import Path
 from rift_core import data
 from rift_core.io import tmp_beside
 from rift_core.known_sets import SETS, KnownSet, Source, default_split
+
 
 def _revision(source: Source) -> str | None:
     if source.is_url:

@@ -50,4 +50,3 @@ def main(argv: list[str] | None = None) -> None:
     if manifest["failed"]:
         raise SystemExit(f"data download: {len(manifest['failed'])} set(s) failed: {', '.join(manifest['failed'])} "
                          f"(see {to / 'manifest.json'})")
-
