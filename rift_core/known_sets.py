@@ -53,6 +53,7 @@ class KnownSet:
 
     @property
     def path(self) -> str:
+        """Where its local copy lies, under data_root or the download folder."""
         return f"{'seeds' if self.split == 'train' else 'benchmarks'}/{self.name}/{self.split}.jsonl"
 
     @property
