@@ -1,7 +1,7 @@
 """Train (or reuse) a profile's toy base policy and measure where it sits: the calibration check.
 
 The policy trains until a check on the held-out `toy:calibration` split is inside the profile's target
-(toy.ToyConfig: target_pos, target_mixed_min); this prints the calibration record (step reached, %Pos /
+(base_policy.ToyConfig: target_pos, target_mixed_min); this prints the calibration record (step reached, %Pos /
 %Mixed at that check, torch version and threads), the training time, greedy accuracy, and, with the
 profile's K / temperature / top-p on its seed problems, the share of positive samples (%Pos, paper
 Table 1) and of problems whose K samples mix correct and incorrect answers (%Mixed, paper Table 4).
@@ -20,10 +20,10 @@ import polars as pl
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from rift_core import toy  # noqa: E402
+from rift_core import base_policy, toy_task  # noqa: E402
 from rift_core.profiles import load_profile  # noqa: E402
 
-boxed = toy.last_boxed
+boxed = toy_task.last_boxed
 
 
 def sample(path, seeds: pl.DataFrame, **gen) -> tuple[list[str], float, float]:
@@ -52,10 +52,10 @@ def main() -> None:
 
     cache = Path(args.cache or tempfile.mkdtemp(prefix="toy-base-"))
     t0, c0 = time.time(), time.process_time()
-    path = Path(args.model) if args.model else toy.ensure_base_policy(cache, **asdict(prof.toy_config()))
+    path = Path(args.model) if args.model else base_policy.ensure_base_policy(cache, **asdict(prof.toy_config()))
     train_s, train_cpu = time.time() - t0, time.process_time() - c0
 
-    seeds = toy.problems(prof.seeds.removeprefix("toy:"), n, prof.seed)
+    seeds = toy_task.problems(prof.seeds.removeprefix("toy:"), n, prof.seed)
     seeds = seeds.sort("problem_id")
     answers = seeds["answer"].to_list()
     greedy, greedy_s, greedy_cpu = sample(path, seeds, **{**gen, "k": 1, "temperature": 0.0})
@@ -76,7 +76,7 @@ def main() -> None:
           f"{sample_cpu:.1f} s CPU ({n * k / sample_cpu:.1f} sequences per CPU second)")
     cfg = prof.toy_config()
     lo, hi = cfg.target_pos
-    calib = toy.read_calibration(path)
+    calib = base_policy.read_calibration(path)
     if calib:
         stop = (f"%Pos {calib['pos']:.1%} %Mixed {calib['mixed']:.1%} on {calib['check_problems']} calibration "
                 f"problems" if calib.get("calibrated") else "fixed step count, no calibration")

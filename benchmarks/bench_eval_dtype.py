@@ -16,14 +16,14 @@ from pathlib import Path
 
 import polars as pl
 
-from rift_core import toy
+from rift_core import toy_task
 from rift_core.generation import GenerationConfig, generate_rollouts
 
 
 def mean_at_k(rollouts: pl.DataFrame) -> tuple[float, float]:
     """Mean@k in % and the half-width of its 95% interval over problems."""
     graded = rollouts.select("problem_id", correct=pl.Series(
-        [toy.last_boxed(r) == a for r, a in zip(rollouts["response"], rollouts["answer"])]))
+        [toy_task.last_boxed(r) == a for r, a in zip(rollouts["response"], rollouts["answer"])]))
     per = graded.group_by("problem_id").agg(pl.col("correct").mean())["correct"]
     return 100 * per.mean(), 100 * 1.96 * per.std() / len(per) ** 0.5
 
@@ -40,7 +40,7 @@ def main() -> None:
 
     flags = [f for f in Path("/proc/cpuinfo").read_text().split() if f.startswith(("amx", "avx512_bf16"))]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), CPU flags: {sorted(set(flags)) or 'none'}")
-    problems = toy.problems(args.split, args.problems, seed=0)
+    problems = toy_task.problems(args.split, args.problems, seed=0)
     rates, scores = {"float32": [], "bfloat16": []}, {}
     for r in range(args.rounds):
         for dtype in rates:

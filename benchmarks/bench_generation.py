@@ -12,7 +12,7 @@ max_new_tokens and EOS ids), timed in interleaved rounds so that load from other
   leave the running batch per step). Its KV cache is sized explicitly (`--cb-block-size`,
   `--cb-max-batch-tokens`): left to auto-sizing on CPU it spent 13-34 s setting up for 8 requests.
 
-Model: the embedded default's architecture (rift_core.toy: Qwen2, hidden 192, 4 layers, word-level
+Model: the embedded default's architecture (rift_core.base_policy: Qwen2, hidden 192, 4 layers, word-level
 vocabulary), randomly initialised; prompts: toy seed problems in the Qwen CoT chat template, K=8 each.
 A random model rarely emits EOS, so a few extra token ids count as EOS (for every contender) to give
 the spread of lengths real samples have. One torch thread. Tokens counted = generated tokens, EOS
@@ -35,7 +35,7 @@ import torch
 from transformers import AutoTokenizer, ContinuousBatchingConfig, Qwen2Config, Qwen2ForCausalLM
 from transformers import GenerationConfig as HFGenerationConfig
 
-from rift_core import toy
+from rift_core import toy_task, toy_tokenizer
 from rift_core.generation import GenerationConfig, sample_batch
 from rift_core.prompts import render_prompt
 
@@ -62,7 +62,7 @@ def main():
         trained = Qwen2ForCausalLM.from_pretrained(a.model)
         config, state, a.extra_eos = trained.config, trained.state_dict(), 0
     else:
-        tok = toy.build_tokenizer(tempfile.mkdtemp())
+        tok = toy_tokenizer.build_tokenizer(tempfile.mkdtemp())
         torch.manual_seed(0)
         config = Qwen2Config(vocab_size=len(tok), hidden_size=192, intermediate_size=768, num_hidden_layers=4,
                              num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024,
@@ -78,7 +78,7 @@ def main():
 
     models = {"sdpa": load("sdpa"), "eager": load("eager"), "paged|sdpa": load("paged|sdpa")}
     eos = [tok.eos_token_id, *range(60, 60 + a.extra_eos)]
-    questions = toy.problems("seed", n=a.prompts, seed=0)["question"].to_list()
+    questions = toy_task.problems("seed", n=a.prompts, seed=0)["question"].to_list()
     ids = tok([render_prompt(tok, q) for q in questions], add_special_tokens=False)["input_ids"]
     seqs = [x for x in ids for _ in range(a.k)]
     width = max(map(len, seqs))

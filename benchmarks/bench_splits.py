@@ -11,7 +11,7 @@ for Avg 1.96 * sqrt(sum of the splits' variances) / (number of splits), the spli
 independent draws; per-problem Mean@K carries both problem-to-problem spread and the K samples' noise, so
 this is the spread of one evaluation run. A bootstrap over problems (resampling each split's problems,
 `--boot` draws) is printed next to it as a check. `--sizes 100,200,300` also prints the Avg half-width
-of the first N problems of each split (toy.problems(split, N) is a prefix of toy.problems(split, M > N)).
+of the first N problems of each split (toy_task.problems(split, N) is a prefix of toy_task.problems(split, M > N)).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_splits.py --policy DIR --limit 300 --threads 1
 """
@@ -26,7 +26,7 @@ import polars as pl
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from rift_core import toy  # noqa: E402
+from rift_core import toy_task  # noqa: E402
 from rift_core.data import load_problems  # noqa: E402
 from rift_core.generation import generate_rollouts  # noqa: E402
 from rift_core.profiles import load_profile  # noqa: E402
@@ -77,7 +77,7 @@ def main() -> None:
         t0, c0 = time.time(), time.process_time()
         rollouts = generate_rollouts(problems, args.policy, gen, progress=False)
         t1 = time.time()
-        right = pl.Series([toy.last_boxed(r) == a for r, a in zip(rollouts["response"], rollouts["answer"])])
+        right = pl.Series([toy_task.last_boxed(r) == a for r, a in zip(rollouts["response"], rollouts["answer"])])
         per = (rollouts.select("problem_id").with_columns(right=right).group_by("problem_id", maintain_order=True)
                .agg(pl.col("right").mean()))
         order = {p: i for i, p in enumerate(problems["problem_id"])}  # problem order, for the prefix sizes

@@ -18,10 +18,10 @@ gradients, AdamW state, activations, DPO's / KTO's reference copy. Step time: th
 first. Paper Table 7 (GB): SFT 17.95, RFT 18.12, DFT 26.90, RIFT 20.10, DPO 43.31.
 
 Dependencies, on purpose: torch, transformers, trl (with its datasets and accelerate) and, of this project, only
-rift_core.losses and rift_core.prompts (torch and nothing else). The GPU machine has no polars, Dagster,
-math-verify or vLLM, so rift_core.trainer / methods / rift_trainer (polars) cannot load there: this script trains
-each method the way rift_core.trainer does (same TRL trainer and config class, same settings, same records; a
-copy of RIFTTrainer for rift / naive), and tests/test_gpu_check.py holds the copy to the real thing. The script
+rift_core.rift_trainer, rift_core.losses and rift_core.prompts (those and nothing else). The GPU machine has no
+polars, Dagster, math-verify or vLLM, so rift_core.trainer / methods (polars) cannot load there: this script trains
+each method the way rift_core.trainer does (same TRL trainer and config class, same settings, same records; the
+real RIFTTrainer for rift / naive), and tests/test_gpu_check.py holds records and settings to rift_core's. The script
 hides the packages the GPU machine lacks from itself (ABSENT_ON_GPU) on every machine, so the CPU dry run fails
 the same way the GPU run would if one of them crept in.
 """
@@ -36,7 +36,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,8 +66,8 @@ SPECS = {
     "dft": ("SFTConfig", {"loss_type": "dft", "completion_only_loss": True}, 1e-5, {}),
     "rft": ("SFTConfig", _NLL, 1e-5, {}),
     "dpo": ("DPOConfig", {}, 2e-6, {"beta": 0.1, "precompute_ref_log_probs": False}),
-    "rift": ("RewardConfig", {"reward_loss": "rift", "completion_only_loss": True}, 2e-6, {"granularity": "token"}),
-    "naive": ("RewardConfig", {"reward_loss": "naive", "completion_only_loss": True}, 2e-6, {"granularity": "token"}),
+    "rift": ("RIFTConfig", {"reward_loss": "rift", "completion_only_loss": True}, 2e-6, {"granularity": "token"}),
+    "naive": ("RIFTConfig", {"reward_loss": "naive", "completion_only_loss": True}, 2e-6, {"granularity": "token"}),
     "kto": ("KTOConfig", {}, 2e-6, {"beta": 0.1, "precompute_ref_log_probs": False, "desirable_weight": 1.0,
                                     "undesirable_weight": 1.0}),
 }
@@ -117,58 +116,6 @@ def records(method: str, rows: list[dict], template: str = "qwen_cot") -> list[d
     return out
 
 
-# ---- RIFT / naive: a copy of rift_core.rift_trainer.RIFTTrainer (that module imports polars) -------------------
-
-def reward_classes():
-    """(RewardConfig, RewardTrainer): SFTConfig / SFTTrainer with RIFTTrainer's reward-weighted loss, for datasets
-    that carry a `reward` column (RIFTTrainer's reward schemes, which derive one from `correct`, need polars)."""
-    import torch
-    from trl import SFTConfig, SFTTrainer
-
-    from rift_core.losses import divisor, naive_loss, rift_loss, token_logps
-
-    losses = {"rift": rift_loss, "naive": naive_loss}
-
-    @dataclass
-    class RewardConfig(SFTConfig):
-        reward_loss: str = field(default="rift")
-        granularity: str = field(default="token")
-
-    class RewardTrainer(SFTTrainer):
-        def __init__(self, model, args=None, train_dataset=None, **kwargs):
-            super().__init__(model, args=args, train_dataset=train_dataset, **kwargs)
-            pad = self.data_collator
-
-            def collate(examples):  # TRL's collator drops the columns it does not know, `reward` among them
-                return {**pad(examples), "reward": torch.tensor([e["reward"] for e in examples], dtype=torch.float32)}
-
-            self.data_collator = collate
-
-        def _set_signature_columns_if_needed(self):
-            super()._set_signature_columns_if_needed()
-            self._signature_columns = [*self._signature_columns, "reward"]
-
-        def get_batch_samples(self, epoch_iterator, num_batches, device):
-            batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
-            if num_items is None or not batches:
-                return batches, num_items
-            count = sum(divisor(b["labels"][..., 1:] != -100, b["reward"], self.args.granularity) for b in batches)
-            if self.args.average_tokens_across_devices and self.args.world_size > 1:
-                count = self.accelerator.gather(count.to(device)).sum()
-            return batches, count.to(device)
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            rewards = inputs.pop("reward")
-            logps, mask = token_logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"])
-            loss = losses[self.args.reward_loss](logps, mask, rewards, self.args.granularity,
-                                                 num_items=num_items_in_batch)
-            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
-                loss = loss * self.accelerator.num_processes
-            return (loss, None) if return_outputs else loss
-
-    return RewardConfig, RewardTrainer
-
-
 def build_trainer(method: str, model, tokenizer, rows: list[dict], work: str, steps: int, batch: int,
                   max_length: int, bf16: bool, gradient_checkpointing: bool = False, callbacks=()):
     """The trainer rift_core.trainer._build_trainer builds for `method` with TrainConfig's defaults, except that it
@@ -179,9 +126,11 @@ def build_trainer(method: str, model, tokenizer, rows: list[dict], work: str, st
     import trl
     from datasets import Dataset
 
+    from rift_core.rift_trainer import RIFTConfig, RIFTTrainer
+
     config_name, config_kwargs, learning_rate, passthrough = SPECS[method]
-    if config_name == "RewardConfig":
-        config_class, trainer_class = reward_classes()
+    if config_name == "RIFTConfig":
+        config_class, trainer_class = RIFTConfig, RIFTTrainer
     else:
         config_class = getattr(trl, config_name)
         trainer_class = getattr(trl, config_name.replace("Config", "Trainer"))

@@ -6,8 +6,8 @@ Sources:
   `gsm8k:train` and `numina_cot` (split `train`). Each is one JSONL file in the Qwen2.5-Math evaluation
   format at `seeds/<name>/train.jsonl` or `benchmarks/<name>/test.jsonl`, looked up in this order:
   under `data_root`, under the download folder (`$RIFT_DATA_CACHE`, default `~/.cache/rift/data`, filled
-  by `python -m rift_core data download`), then read from the Hugging Face hub (rift_core.download);
-- `toy:<split>`: the embedded arithmetic task (rift_core.toy);
+  by `python -m rift_core data download`), then read from the Hugging Face hub (rift_core.known_sets);
+- `toy:<split>`: the embedded arithmetic task (rift_core.toy_task);
 - a local .jsonl / .json / .parquet / .csv file;
 - a Hugging Face dataset id, `org/name` or `org/name:split` (online only; a hub id that `data download`
   fetches is read from its downloaded copy first).
@@ -25,6 +25,7 @@ and reported instead through a `SkippedRowsWarning`, whose `.rows` lists one mes
 """
 import csv
 import dataclasses
+import itertools
 import json
 import os
 import random
@@ -38,14 +39,15 @@ from urllib.parse import urlparse
 
 import polars as pl
 
+from rift_core import toy_task
+from rift_core.boxed import last_boxed
+from rift_core.known_sets import (DATA_CACHE_ENV, KNOWN, SETS, KnownSet, Source, data_cache, default_split,
+                                  local_copy)
+
 SCHEMA = {"problem_id": pl.String, "question": pl.String, "answer": pl.String, "solution": pl.String,
           "source": pl.String}
-SEED_SETS = ("gsm8k", "math", "numina_cot")
-BENCHMARKS = ("gsm8k", "math500", "minerva_math", "olympiadbench", "aime24", "amc23", "college_math")
-KNOWN = tuple(dict.fromkeys(SEED_SETS + BENCHMARKS))
 FILE_TYPES = (".jsonl", ".json", ".parquet", ".csv")
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+(:[\w.-]+)?$")
-DATA_CACHE_ENV = "RIFT_DATA_CACHE"
 
 
 @dataclass(frozen=True)
@@ -83,11 +85,6 @@ class ProblemFormat:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "id_field"}
 
 
-def data_cache() -> Path:
-    """The download folder: `$RIFT_DATA_CACHE`, default `~/.cache/rift/data`."""
-    return Path(os.environ.get(DATA_CACHE_ENV) or Path.home() / ".cache" / "rift" / "data").expanduser()
-
-
 def hub_unreachable() -> str | None:
     """None when the Hugging Face hub looks reachable, else why not. Fails fast (a few seconds), where the
     hub client would retry for half a minute."""
@@ -122,32 +119,6 @@ class SkippedRowsWarning(UserWarning):
         self.rows = rows
         shown = "\n  ".join(rows[:5]) + (f"\n  ... and {len(rows) - 5} more" if len(rows) > 5 else "")
         super().__init__(f"{where}: skipped {len(rows)} bad row(s):\n  {shown}")
-
-
-def last_boxed(text: str) -> str | None:
-    """Content of the last \\boxed{...} (or \\fbox{...}) in `text`, braces matched; None if there is none.
-
-    Like the Qwen2.5-Math parser it also reads "\\boxed 5"; an unclosed last box (a cut-off answer) gives None.
-    """
-    m = None
-    for m in re.finditer(r"\\(?:boxed|fbox)\b", text if isinstance(text, str) else ""):
-        pass
-    if m is None:
-        return None
-    rest = text[m.end():]
-    if not rest.lstrip().startswith("{"):
-        word = rest.split("$")[0].split()
-        return word[0] if word else None
-    start = m.end() + rest.index("{") + 1
-    depth = 1
-    for j in range(start, len(text)):
-        if text[j] == "{":
-            depth += 1
-        elif text[j] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[start:j].strip() or None
-    return None
 
 
 def _is_template(spec: str) -> bool:
@@ -296,7 +267,7 @@ EXTRACTORS = {
     # NuminaMath-CoT (the paper's second seed set): the answer is the last \\boxed{} of the solution
     ("numina_cot", "train"): _fields("problem", None, "solution", "solution"),
 }
-# A hub id whose downloaded copy is a known set: read that copy first (rift_core.download.SETS).
+# A hub id whose downloaded copy is a known set: read that copy first (rift_core.known_sets.SETS).
 HUB_PRESETS = {"AI-MO/NuminaMath-CoT": {"question_field": "problem", "solution_field": "solution",
                                         "answer_from_boxed": "solution"}}
 HUB_ALIASES = {"AI-MO/NuminaMath-CoT": ("numina_cot", "train")}
@@ -373,16 +344,71 @@ def _hub_records(dataset_id: str, split: str):
     return enumerate(ds, 1)
 
 
-def _known_file(name: str, split: str, data_root: str) -> tuple[Path | None, list[Path]]:
-    """The first copy of a known set under data_root, then the download folder; and every path tried."""
-    rel = Path("seeds" if split == "train" else "benchmarks") / name / f"{split}.jsonl"
-    tried = [Path(data_root) / rel, data_cache() / rel]
-    return next((p for p in tried if p.is_file()), None), tried
+def _load(source: Source) -> list:
+    import datasets
+
+    if source.is_url:
+        return [datasets.load_dataset("json", data_files=source.dataset, split="train")]
+    return [datasets.load_dataset(source.dataset, config, split=source.split) for config in source.configs]
+
+
+def converted_rows(spec: KnownSet, parts: list):
+    """The converted rows of every part, in order."""
+    return (spec.convert(row, i) for i, row in enumerate(itertools.chain.from_iterable(parts)))
+
+
+def short_error(e: BaseException) -> str:
+    """The exception's type and first line, for one-line notes on a source passed over."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"
+
+
+def open_known(spec: KnownSet) -> tuple[Source, list, list[str]]:
+    """The source to read this set from: (source, its loaded parts, notes on the sources passed over).
+
+    The first source whose rows match the Qwen2.5-Math file (row count, first problem) wins; failing that,
+    the first whose rows are at least in this set's format."""
+    extract = EXTRACTORS[spec.name, spec.split]
+    notes, fallback = [], None
+    for source in spec.sources:
+        try:
+            parts = _load(source)
+            n = sum(len(p) for p in parts)
+            first = next(converted_rows(spec, parts), None)
+            if first is None:
+                raise ValueError("no rows")
+            question = extract(first)[0]
+        except BadRow as e:
+            notes.append(f"{source}: rows not in this set's format (first row: {e})")
+            continue
+        except (KeyError, TypeError) as e:
+            notes.append(f"{source}: rows not in this set's format (no field {e})")
+            continue
+        except Exception as e:  # not found, no network, bad file: try the next source
+            notes.append(f"{source}: {short_error(e)}")
+            continue
+        differs = []
+        if spec.rows is not None and n != spec.rows:
+            differs.append(f"{n} rows, expected {spec.rows}")
+        if spec.first and not question.startswith(spec.first):
+            differs.append(f"first problem {question[:40]!r}, expected {spec.first!r}...")
+        if not differs:
+            return source, parts, notes
+        notes.append(f"{source}: {'; '.join(differs)}")
+        fallback = fallback or (source, parts)
+    if fallback:
+        return *fallback, notes
+    raise DataNotFoundError(f"{spec.source_name}: no source could be read ({'; '.join(notes)})")
+
+
+def hub_records(name: str, split: str):
+    """(where, numbered rows) of a known set read from its first readable source, in its local format."""
+    spec = SETS[name, split]
+    source, parts, _ = open_known(spec)
+    return f"hub:{source}", enumerate(converted_rows(spec, parts), 1)
 
 
 def _known_from_hub(source: str, name: str, split: str, tried: list[Path]):
-    from rift_core import download
-
     reason = hub_unreachable()
     if reason:
         raise DataNotFoundError(
@@ -390,18 +416,18 @@ def _known_from_hub(source: str, name: str, split: str, tried: list[Path]):
             f"({reason}): set data_root to the folder holding seeds/ and benchmarks/, or run "
             f"`python -m rift_core data download` where there is a network (it writes {data_cache()}; "
             f"set ${DATA_CACHE_ENV} to read it from elsewhere)")
-    return download.hub_records(name, split)
+    return hub_records(name, split)
 
 
 def _resolve(source: str, data_root: str):
     """(label for ids, where for messages, line-numbered records, per-row extractor or None)."""
     name, _, split = source.partition(":")
     if name in KNOWN:
-        split = split or ("test" if name in BENCHMARKS else "train")
+        split = split or default_split(name)
         if (name, split) not in EXTRACTORS:
             raise ValueError(f"{source!r}: {name} has no split {split!r} (known: "
                              f"{', '.join(s for n, s in EXTRACTORS if n == name)})")
-        path, tried = _known_file(name, split, data_root)
+        path, tried = local_copy(name, split, data_root)
         if path is None:
             where, records = _known_from_hub(source, name, split, tried)
             return f"{name}-{split}", where, records, EXTRACTORS[name, split]
@@ -416,7 +442,7 @@ def _resolve(source: str, data_root: str):
         label = f"{name.split('/')[-1]}-{split}"
         alias = HUB_ALIASES.get(name)
         if alias and alias[1] == split:
-            local, _ = _known_file(*alias, data_root)
+            local, _ = local_copy(*alias, data_root)
             if local is not None:  # its downloaded copy, rows in the hub's order
                 return label, str(local), _read_records(local), None
         return label, f"hub:{name}[{split}]", _hub_records(name, split), None
@@ -443,9 +469,7 @@ def load_problems(source: str, *, data_root: str = "../shared/data", limit: int 
     if any(v is not None for v in keywords.values()):
         fmt = dataclasses.replace(fmt, **{k: v for k, v in keywords.items() if v is not None})
     if source.startswith("toy:"):
-        from rift_core import toy
-
-        return toy.problems(source[4:], n=limit, seed=seed)
+        return toy_task.problems(source[4:], n=limit, seed=seed)
     label, where, records, extract = _resolve(source, data_root)
     overrides = fmt.extraction()
     if any(overrides.values()) or extract is None:

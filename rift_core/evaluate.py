@@ -6,28 +6,30 @@ prints how many and which, and records them in `n_excluded` / `excluded_ids`.
 """
 import contextlib
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import polars as pl
 
-from rift_core import locks
+from rift_core import known_sets, locks
+from rift_core.data import load_problems
+from rift_core.generation import GenerationConfig, generate_rollouts
+from rift_core.io import write_parquet_atomic
 from rift_core.metrics import mean_at_k, pass_at_k
+from rift_core.rewards import DEFAULT_TIMEOUT_S, check_references, label_rollouts
 
 # Column headings and order of the paper's tables; other benchmarks follow in the order given.
 PAPER_NAMES = {
     "gsm8k": "GSM8K", "math500": "MATH500", "minerva_math": "Minerva Math", "olympiadbench": "OlympiadBench",
     "aime24": "AIME24", "amc23": "AMC23", "college_math": "College Math",
 }
-BENCHMARKS = list(PAPER_NAMES)
+BENCHMARKS = list(known_sets.BENCHMARKS)
 PAPER_SAMPLING = {"temperature": 0.7, "top_p": 0.8}
 
 
 def _load(benchmarks, limit: int | None, seed: int, data_root: str) -> dict[str, pl.DataFrame]:
     if isinstance(benchmarks, dict):
         return {n: f.sample(limit, seed=seed) if limit is not None and f.height > limit else f for n, f in benchmarks.items()}
-    from rift_core.data import load_problems
-
     return {name: load_problems(name, data_root=data_root, limit=limit, seed=seed) for name in benchmarks}
 
 
@@ -56,12 +58,6 @@ def evaluate(model: str, benchmarks, k: int = 8, limit: int | None = None, seed:
     excluded_ids, extraction_failure_rate (share of samples with no gradable answer), problem_ids and
     scores (per-sample correctness, aligned with problem_ids).
     """
-    from dataclasses import asdict
-
-    from rift_core.generation import GenerationConfig, generate_rollouts
-    from rift_core.io import write_parquet_atomic
-    from rift_core.rewards import DEFAULT_TIMEOUT_S, check_references, label_rollouts
-
     timeout_s = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
 
     base = asdict(gen) if gen is not None else dict(PAPER_SAMPLING)
@@ -117,43 +113,3 @@ def results_tables(scores: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         avg = pl.when(pl.any_horizontal(pl.col(order).is_null())).then(None).otherwise(pl.mean_horizontal(order).round(1))
         tables.append(wide.with_columns(avg.alias("Avg")).rename({b: PAPER_NAMES.get(b, b) for b in order}))
     return tables[0], tables[1]
-
-
-@dataclass
-class EvaluateArgs:
-    model: str = field(metadata={"help": "HF model directory or hub id."})
-    benchmarks: str = field(default=",".join(BENCHMARKS), metadata={"help": "Comma-separated load_problems sources."})
-    limit: int | None = field(default=None, metadata={"help": "Seeded random subset of N problems per benchmark."})
-    data_root: str = field(default="../shared/data", metadata={"help": "Folder of the known data sets."})
-    out_dir: str | None = field(default=None, metadata={
-        "help": "Keep rollouts (resumable) and labels here, and write scores.parquet."})
-    workers: int = field(default=2, metadata={"help": "Grading processes."})
-    timeout_s: float | None = field(default=None, metadata={
-        "help": "Grading deadline per response, seconds (default rewards.DEFAULT_TIMEOUT_S)."})
-    wait_for_lock: bool = field(default=False, metadata={
-        "help": "When another run is writing --out-dir, wait for it to finish instead of failing at once."})
-
-
-def main(argv: list[str]) -> None:
-    from rift_core.cli import config_parser
-    from rift_core.generation import GenerationConfig
-    from rift_core.io import write_parquet_atomic
-    from rift_core.stats import to_markdown
-
-    parser = config_parser([EvaluateArgs, GenerationConfig], prog="python -m rift_core evaluate",
-                           description="Mean@k / Pass@k of a model on math benchmarks (every generation field is a flag).")
-    parser.set_defaults(max_new_tokens=4096)  # the paper's evaluation length
-    args, gen = parser.parse_args_and_config(argv)
-    with locks.hold(args.out_dir, wait=args.wait_for_lock) if args.out_dir else contextlib.nullcontext():
-        scores = evaluate(
-            args.model, [b.strip() for b in args.benchmarks.split(",") if b.strip()], k=gen.k, limit=args.limit,
-            seed=gen.seed, gen=gen, data_root=args.data_root, out_dir=args.out_dir, workers=args.workers,
-            timeout_s=args.timeout_s,
-        )
-        if args.out_dir:
-            path = write_parquet_atomic(scores, Path(args.out_dir) / "scores.parquet")
-            print(f"scores -> {path}", file=sys.stderr)
-    mean, pas = results_tables(scores)
-    summary = scores.select("benchmark", "n_problems", "n_excluded", "extraction_failure_rate")
-    sys.stdout.write(f"## Mean@{gen.k} (%)\n\n{to_markdown(mean)}\n\n## Pass@{gen.k} (%)\n\n{to_markdown(pas)}\n\n"
-                     f"## Coverage\n\n{to_markdown(summary)}\n")

@@ -1,7 +1,7 @@
 """Run profiles: YAML files that pick model, data, K, rewards and sizes. The project's own ship inside the package
 (rift_core/configs/<name>.yaml, package data) and load by name from anywhere; a user's own loads by its path.
 
-Each section is validated against the config dataclass of the module that owns it (toy.ToyConfig,
+Each section is validated against the config dataclass of the module that owns it (base_policy.ToyConfig,
 generation.GenerationConfig, trainer.TrainConfig): same field names, same types, so `learning_rate: 1e-5`
 is a float wherever the profile goes, and a wrong type or unknown key fails at load naming the file,
 section and key. A profile may start with `extends: <profile name or path>` and override any field of
@@ -12,7 +12,8 @@ that profile (mappings merge key by key), so an experiment is a five-line file:
     methods:
       rift: {learning_rate: 3.0e-4}
 
-Nothing in rift_core imports this module: it sits on top of the modules whose configs it builds.
+Nothing in rift_core but its command lines (rift_core.cli) imports this module: it sits on top of the modules
+whose configs it builds.
 """
 import dataclasses
 import os
@@ -24,11 +25,11 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from rift_core.base_policy import ToyConfig
 from rift_core.data import ProblemFormat
 from rift_core.generation import GenerationConfig
 from rift_core.methods import METHODS
-from rift_core.rewards import PAPER_VARIANTS, SCHEMES
-from rift_core.toy import ToyConfig
+from rift_core.schemes import PAPER_VARIANTS, SCHEMES
 from rift_core.trainer import TrainConfig
 
 # The packaged profiles (a name loads <name>.yaml from here) and, under accelerate/, the accelerate launch configs

@@ -7,28 +7,18 @@ thread, so we switch them off and grade in a `pebble.ProcessPool` whose per-task
 replaces a worker that overruns its deadline (DESIGN.md section 4; `DEFAULT_TIMEOUT_S` seconds unless
 told otherwise).
 """
-import argparse
 import logging
 import multiprocessing as mp
 import os
 import re
-import sys
 import time
 from collections.abc import Callable
 
 import polars as pl
 
+from rift_core.schemes import SCHEMES
+
 STATUSES = ("ok", "no_answer", "timeout", "error")
-SCHEMES = ("constant", "gaussian", "gpg_mean", "gpg_scaled")
-# The reward variants of the paper's Table 6, by name: assign_rewards' arguments (r_pos stays 1)
-PAPER_VARIANTS = {
-    "gpg_mean": {"scheme": "gpg_mean"},
-    "gpg_scaled": {"scheme": "gpg_scaled"},
-    "gaussian": {"scheme": "gaussian"},
-    "constant_-0.2": {"scheme": "constant", "r_neg": -0.2},
-    "constant_-0.5": {"scheme": "constant", "r_neg": -0.5},
-    "constant_-0.8": {"scheme": "constant", "r_neg": -0.8},
-}
 BAD_REFERENCE = "reference answer does not parse"
 DEFAULT_TIMEOUT_S = 10.0  # per-step grading deadline (seconds): the default of every function and CLI flag here
 CHUNK_ROWS = 64  # rows per job: amortises IPC and the parent's wake-ups, small enough to balance workers
@@ -330,38 +320,6 @@ def assign_rewards(labels: pl.DataFrame, scheme: str = "constant", r_pos: float 
         raise ValueError("labels need columns 'problem_id' and 'correct' (run label_rollouts first)")
     over = ["model", "problem_id"] if "model" in labels.columns else ["problem_id"]
     return labels.with_columns(_reward_expr(scheme, r_pos, r_neg, over).alias("reward"))
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m rift_core label", description="Grade rollouts and assign rewards.")
-    p.add_argument("--rollouts", required=True, help="rollouts table (.parquet, .jsonl, or a folder of parts)")
-    p.add_argument("--out", required=True, help="labels .parquet to write")
-    p.add_argument("--scheme", default="constant", choices=SCHEMES)
-    p.add_argument("--r-pos", type=float, default=1.0)
-    p.add_argument("--r-neg", type=float, default=-0.2)
-    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
-    p.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S, help="deadline per response, seconds")
-    return p
-
-
-def main(argv: list[str]) -> None:
-    from rift_core.io import read_table, write_parquet_atomic
-
-    args = build_parser().parse_args(argv)
-
-    rollouts = read_table(args.rollouts)
-    missing = [c for c in ("problem_id", "answer", "response") if c not in rollouts.columns]
-    if missing:
-        raise SystemExit(f"{args.rollouts}: missing column(s) {', '.join(missing)}")
-    t0 = time.monotonic()
-    labels = assign_rewards(label_rollouts(rollouts, args.workers, args.timeout_s), args.scheme, args.r_pos, args.r_neg)
-    write_parquet_atomic(labels, args.out)
-    counts = dict(labels["status"].value_counts().iter_rows())
-    print(
-        f"labelled {labels.height} responses in {time.monotonic() - t0:.1f}s -> {args.out}\n"
-        f"correct {int(labels['correct'].sum())}, status {counts}, scheme {args.scheme}",
-        file=sys.stderr,
-    )
 
 
 if os.environ.pop(_WARM_UP, None):  # we are the forkserver: pay math-verify's first-call cost once

@@ -17,12 +17,11 @@ every reward equal to 1 it trains exactly as SFTTrainer does.
 import json
 from dataclasses import dataclass, field
 
-import polars as pl
 import torch
 from trl import SFTConfig, SFTTrainer
 
 from rift_core.losses import GRANULARITIES, divisor, naive_loss, rift_loss, token_logps
-from rift_core.rewards import SCHEMES, assign_rewards
+from rift_core.schemes import SCHEMES
 
 REWARD_LOSSES = {"rift": rift_loss, "naive": naive_loss}
 
@@ -113,6 +112,11 @@ def _with_rewards(dataset, args: RIFTConfig):
     if "correct" not in columns:
         raise ValueError(f"RIFTTrainer needs a float 'reward' column, or a bool 'correct' column to derive rewards "
                          f"from with args.reward_scheme (dataset columns: {', '.join(columns)})")
+    # Only here: rewards needs polars and math-verify, which a machine that only trains (gpu_check.sh) lacks.
+    import polars as pl
+
+    from rift_core.rewards import assign_rewards
+
     groups = pl.DataFrame({"problem_id": [json.dumps(p, sort_keys=True) for p in dataset["prompt"]],
                            "correct": [bool(c) for c in dataset["correct"]]})
     rewards = assign_rewards(groups, args.reward_scheme, args.r_pos, args.r_neg)["reward"]

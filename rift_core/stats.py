@@ -8,8 +8,6 @@ are positives (negatives) all the same. #Pos + #Neg = #Total whatever the scheme
 when its samples hold both correct and incorrect ones. `TABLE1_SQL` / `TABLE4_SQL` give the same
 numbers over a DuckDB table or view named `labels`.
 """
-import argparse
-import sys
 
 import polars as pl
 
@@ -120,25 +118,3 @@ def to_markdown(frame: pl.DataFrame) -> str:
     with pl.Config(tbl_formatting="MARKDOWN", tbl_hide_column_data_types=True, tbl_hide_dataframe_shape=True,
                    tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=200, tbl_width_chars=65_000):
         return str(frame)
-
-
-def main(argv: list[str]) -> None:
-    from rift_core.io import read_table
-
-    p = argparse.ArgumentParser(prog="python -m rift_core stats", description="Print the buffer tables (paper Tables 1, 4, 9/10).")
-    p.add_argument("--labels", required=True, help="labels table (.parquet, .jsonl, or a folder of parts)")
-    p.add_argument("--ks", default=None, help="comma-separated k for the first-k tables, e.g. 1,2,4,8")
-    args = p.parse_args(argv)
-    labels = read_table(args.labels)
-    try:
-        ks = [int(k) for k in args.ks.split(",")] if args.ks else []
-    except ValueError:
-        raise SystemExit(f"--ks: expected comma-separated integers, got {args.ks!r}")
-    try:
-        sections = [("Table 1: buffer", buffer_table(labels)), ("Table 4: mixed problems", mixed_table(labels))]
-        if ks:
-            sections.append(("Tables 9/10: first k samples", k_ablation_table(labels, ks)))
-    except ValueError as e:
-        raise SystemExit(f"{args.labels}: {e}")
-    for title, frame in sections:
-        sys.stdout.write(f"## {title}\n\n{to_markdown(frame)}\n\n")

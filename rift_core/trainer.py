@@ -24,7 +24,6 @@ import os
 import resource
 import shutil
 import statistics
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -102,7 +101,7 @@ def train(cfg: TrainConfig, data: pl.DataFrame | str | os.PathLike, callbacks=()
     The main process holds the output's lock (locks.hold) for the whole run, over `<output>.work/` and `<output>`:
     a second run on the same output fails at once naming the holder, or with `wait_for_lock` waits for it.
     """
-    with locks.hold(cfg.output_dir, wait=wait_for_lock) if _state().is_main_process else contextlib.nullcontext():
+    with locks.hold(cfg.output_dir, wait=wait_for_lock) if process_state().is_main_process else contextlib.nullcontext():
         return _train(cfg, data, callbacks, on_progress)
 
 
@@ -186,7 +185,7 @@ def _train(cfg: TrainConfig, data, callbacks, on_progress) -> dict:
 
 def _build_trainer(cfg: TrainConfig, method: methods.Method, model, tokenizer, dataset, work: Path, callbacks):
     trainer_class, config_class = method.classes()
-    processes = _state().num_processes
+    processes = process_state().num_processes
     accumulation = effective_accumulation(cfg.global_batch_size, cfg.per_device_batch_size, processes)
     args = config_class(
         output_dir=str(work),
@@ -366,7 +365,7 @@ def _publish(trainer, tokenizer, summary: dict, output: Path, work: Path) -> Non
     _on_main(finish)
 
 
-def _state():
+def process_state():
     """The process group; without a GPU, processes started by torchrun (`accelerate launch --multi_gpu`) join as
     CPU ranks over gloo, as TrainingArguments(use_cpu=True) sets it up again."""
     from accelerate import PartialState
@@ -375,7 +374,7 @@ def _state():
 
 
 def _on_main(fn) -> None:
-    state = _state()
+    state = process_state()
     if state.is_main_process:
         fn()
     state.wait_for_everyone()
@@ -394,24 +393,3 @@ def _peak_memory() -> dict:
         return {"peak_memory_bytes": torch.cuda.max_memory_allocated(), "peak_memory_source": "cuda_max_allocated"}
     # Linux reports ru_maxrss in KiB: the process high-water mark, model loading included
     return {"peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak_memory_source": "ru_maxrss"}
-
-
-@dataclass
-class _Data:
-    data: str = field(metadata={"help": "Parquet or JSONL file (or folder of Parquet parts) with the method's columns."})
-    wait_for_lock: bool = field(default=False, metadata={
-        "help": "When another run is writing --output, wait for it to finish instead of failing at once."})
-
-
-def main(argv: list[str]) -> None:
-    cfg, args = _parser().parse_args_and_config(argv)
-    summary = train(cfg, args.data, wait_for_lock=args.wait_for_lock)
-    if _state().is_main_process:
-        json.dump({k: v for k, v in summary.items() if k != "loss_history"}, sys.stdout, indent=1)
-        print()
-
-
-def _parser():
-    from rift_core.cli import config_parser
-
-    return config_parser([TrainConfig, _Data], prog="python -m rift_core train", description=__doc__.split("\n")[0])

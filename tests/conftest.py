@@ -60,8 +60,8 @@ def shared_data() -> Path:
 
 def session_base_policy(tmp_path_factory, profile: str = "smoke") -> Path | None:
     """The profile's toy base policy, trained once per test session into the session's cache (None: not a toy)."""
+    from rift_core.base_policy import ensure_base_policy
     from rift_core.profiles import load_profile
-    from rift_core.toy import ensure_base_policy
 
     p = load_profile(profile)
     if p.base_model != "toy":

@@ -181,11 +181,13 @@ def test_a_benchmark_named_by_a_file_path_is_kept_and_queryable(tmp_path):
 
 def test_one_label_deadline_everywhere():
     from rift_core import evaluate, rewards
+    from rift_core.cli import evaluate as evaluate_command
+    from rift_core.cli import label as label_command
 
     from rift_dagster.defs.resources import RunProfile
 
     assert RunProfile().label_timeout_s == rewards.DEFAULT_TIMEOUT_S
-    for main in (rewards.main, evaluate.main):
+    for main in (label_command.main, evaluate_command.main):
         with pytest.raises(SystemExit):
             main(["--help"])
     import inspect

@@ -6,8 +6,9 @@ import sys
 import polars as pl
 import pytest
 
-from rift_core import data
-from rift_core.data import SCHEMA, ProblemFormat, SkippedRowsWarning, last_boxed, load_problems
+from rift_core import data, known_sets, toy_task
+from rift_core.boxed import last_boxed
+from rift_core.data import SCHEMA, ProblemFormat, SkippedRowsWarning, load_problems
 
 # Rows in ../shared/data (DESIGN.md section 5); seeds/math has two rows with an empty answer.
 REAL = {
@@ -138,7 +139,7 @@ def test_a_saved_problems_frame_reads_back_unchanged(shared_data, tmp_path):
 
 
 def test_unknown_sources_say_what_is_expected(tmp_path, monkeypatch):
-    monkeypatch.setenv(data.DATA_CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(known_sets.DATA_CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.setattr(data, "hub_unreachable", lambda: "offline (test)")
     with pytest.raises(FileNotFoundError, match="missing.jsonl not found"):
         load_problems(str(tmp_path / "missing.jsonl"))
@@ -162,10 +163,9 @@ def test_hub_dataset_offline_error_is_clear():
 
 
 def test_toy_source_dispatches_to_the_toy_task():
-    toy = pytest.importorskip("rift_core.toy")
     df = load_problems("toy:seed", limit=5, seed=3)
     assert df.height == 5 and {"problem_id", "question", "answer"} <= set(df.columns)
-    assert df.equals(toy.problems("seed", n=5, seed=3))
+    assert df.equals(toy_task.problems("seed", n=5, seed=3))
 
 
 # --- bring your own data: dotted paths, templates, CSV, ProblemFormat ---------------------------------------
@@ -276,7 +276,7 @@ def amc_row(question, answer):
 def test_known_names_look_in_data_root_then_the_download_folder_then_the_hub(tmp_path, monkeypatch):
     datasets = pytest.importorskip("datasets")
     root, cache = tmp_path / "root", tmp_path / "cache"
-    monkeypatch.setenv(data.DATA_CACHE_ENV, str(cache))
+    monkeypatch.setenv(known_sets.DATA_CACHE_ENV, str(cache))
     calls = []
 
     def load_dataset(path, name=None, split=None, data_files=None, **kwargs):
@@ -309,7 +309,7 @@ def test_known_names_look_in_data_root_then_the_download_folder_then_the_hub(tmp
 
 
 def test_data_cache_follows_the_environment(monkeypatch, tmp_path):
-    monkeypatch.setenv(data.DATA_CACHE_ENV, str(tmp_path))
-    assert data.data_cache() == tmp_path
-    monkeypatch.delenv(data.DATA_CACHE_ENV)
-    assert str(data.data_cache()).endswith(os.path.join(".cache", "rift", "data"))
+    monkeypatch.setenv(known_sets.DATA_CACHE_ENV, str(tmp_path))
+    assert known_sets.data_cache() == tmp_path
+    monkeypatch.delenv(known_sets.DATA_CACHE_ENV)
+    assert str(known_sets.data_cache()).endswith(os.path.join(".cache", "rift", "data"))

@@ -6,11 +6,12 @@ import sys
 
 import pytest
 
-from rift_core import data, download
+from rift_core import data, download, known_sets
+from rift_core.cli import data as data_command
 from rift_core.data import load_problems
 
 datasets = pytest.importorskip("datasets")
-QWEN = download.QWEN.format
+QWEN = known_sets.QWEN.format
 
 
 @pytest.fixture
@@ -28,7 +29,7 @@ def hub(monkeypatch, tmp_path):
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
     monkeypatch.setattr(data, "hub_unreachable", lambda: None)
     monkeypatch.setattr(download, "_revision", lambda source: "main" if source.is_url else "0123abc")
-    monkeypatch.setenv(data.DATA_CACHE_ENV, str(tmp_path / "empty-cache"))
+    monkeypatch.setenv(known_sets.DATA_CACHE_ENV, str(tmp_path / "empty-cache"))
     return tables, calls
 
 
@@ -41,7 +42,7 @@ def test_download_writes_hub_rows_in_the_local_format(hub, tmp_path):
         {"problem": "Find x.", "level": "Level 2", "type": "Algebra", "solution": "So $x=\\boxed{\\frac12}$."}]
     tables["EleutherAI/hendrycks_math", "geometry", "train"] = [
         {"problem": "P2", "level": "Level 5", "type": "Geometry", "solution": "the answer is $\\boxed{}$."}]
-    for subject in set(download.MATH_SUBJECTS) - {"algebra", "geometry"}:
+    for subject in set(known_sets.MATH_SUBJECTS) - {"algebra", "geometry"}:
         tables["EleutherAI/hendrycks_math", subject, "train"] = [
             {"problem": f"{subject}?", "level": "Level 1", "type": subject, "solution": "\\boxed{1}"}]
     tables["AI-MO/NuminaMath-CoT", None, "train"] = [
@@ -51,7 +52,7 @@ def test_download_writes_hub_rows_in_the_local_format(hub, tmp_path):
          "url": "u", "year": "2024"}]
     tables["openai/gsm8k", "main", "test"] = [{"question": "Janet's ducks?", "answer": "x\n#### 18"}]
 
-    download.main(["download", "--to", str(tmp_path / "d"),
+    data_command.main(["download", "--to", str(tmp_path / "d"),
                    "--sets", "gsm8k:train,math,numina_cot,aime24,gsm8k"])
     root = tmp_path / "d"
     gsm = [json.loads(line) for line in (root / "seeds/gsm8k/train.jsonl").read_text().splitlines()]
@@ -69,7 +70,7 @@ def test_download_writes_hub_rows_in_the_local_format(hub, tmp_path):
     m = manifest["sets"]["seeds/math/train.jsonl"]
     assert (m["source"], m["source_split"], m["revision"], m["rows"], m["expected_rows"], m["bad_rows"]) == (
         "EleutherAI/hendrycks_math", "train", "0123abc", 7, 7500, 1)
-    assert m["configs"] == list(download.MATH_SUBJECTS) and m["best_guess"] is True
+    assert m["configs"] == list(known_sets.MATH_SUBJECTS) and m["best_guess"] is True
     assert manifest["sets"]["benchmarks/aime24/test.jsonl"]["rows"] == 1  # expected_rows 30: a warning, not an error
 
     # the written files are what load_problems reads for the known names
@@ -89,8 +90,8 @@ def test_download_writes_hub_rows_in_the_local_format(hub, tmp_path):
 
 def test_sources_that_are_not_the_qwen_file_are_passed_over(hub, tmp_path, monkeypatch):
     tables, _ = hub
-    spec = download.SETS["amc23", "test"]
-    monkeypatch.setitem(download.SETS, ("amc23", "test"), dataclasses.replace(spec, rows=2))
+    spec = known_sets.SETS["amc23", "test"]
+    monkeypatch.setitem(known_sets.SETS, ("amc23", "test"), dataclasses.replace(spec, rows=2))
     qwen = [{"id": 0, "question": "Cities $A$ and $B$ are $45$ miles apart.", "answer": 27.0, "url": "a"},
             {"id": 1, "question": "Q2", "answer": 3.0, "url": "b"}]
     tables["math-ai/amc23", None, "test"] = qwen[::-1]  # another order: other problem ids
@@ -100,7 +101,7 @@ def test_sources_that_are_not_the_qwen_file_are_passed_over(hub, tmp_path, monke
     tables[QWEN("minerva_math")] = [{"problem": "Each of the two Magellan telescopes", "solution": "\\boxed{1.6}",
                                      "type": "astro", "idx": 0}]
     with pytest.raises(SystemExit, match="1 set\\(s\\) failed: benchmarks/college_math/test.jsonl"):
-        download.main(["download", "--to", str(tmp_path), "--sets", "amc23,minerva_math,college_math"])
+        data_command.main(["download", "--to", str(tmp_path), "--sets", "amc23,minerva_math,college_math"])
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     amc = manifest["sets"]["benchmarks/amc23/test.jsonl"]
     assert amc["source"] == QWEN("amc23") and amc["revision"] == "main" and amc["rows"] == 2
@@ -115,31 +116,31 @@ def test_sources_that_are_not_the_qwen_file_are_passed_over(hub, tmp_path, monke
 
 def test_a_set_with_no_readable_source_fails_with_the_reasons(hub, tmp_path, capsys):
     with pytest.raises(SystemExit, match="1 set\\(s\\) failed: benchmarks/math500/test.jsonl"):
-        download.main(["download", "--to", str(tmp_path), "--sets", "math500"])
+        data_command.main(["download", "--to", str(tmp_path), "--sets", "math500"])
     err = capsys.readouterr().err
     assert "math500: FAILED: DataNotFoundError: math500: no source could be read (HuggingFaceH4/MATH-500 [test]: " in err
 
 
 def test_help_documents_every_set(capsys):
     with pytest.raises(SystemExit) as e:
-        download.main(["download", "--help"])
+        data_command.main(["download", "--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    for spec in download.SETS.values():
+    for spec in known_sets.SETS.values():
         assert spec.path in out and all(s.dataset in out for s in spec.sources)
     assert "AI-MO/NuminaMath-CoT" in out and "--to" in out and "manifest.json" in out
 
 
 def test_unknown_set_names_are_refused(capsys):
     with pytest.raises(SystemExit, match="unknown set 'nope': expected one of gsm8k:train, math, numina_cot"):
-        download.main(["download", "--sets", "nope"])
+        data_command.main(["download", "--sets", "nope"])
 
 
 @pytest.mark.parametrize("env", [{"HF_HUB_OFFLINE": "1"}, {"HF_ENDPOINT": "http://127.0.0.1:9"}])
 def test_offline_download_fails_in_one_line(tmp_path, env):
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HTTPS_PROXY", "https_proxy",
                                                              "ALL_PROXY", "all_proxy")} | env
-    out = subprocess.run([sys.executable, "-m", "rift_core.download", "download", "--to", str(tmp_path / "d")],
+    out = subprocess.run([sys.executable, "-m", "rift_core", "data", "download", "--to", str(tmp_path / "d")],
                          capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode != 0 and out.stdout == ""
     assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr

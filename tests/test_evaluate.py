@@ -76,7 +76,7 @@ def test_unparseable_reference_answers_are_excluded_visibly(generation, tiny_mod
 
 
 def test_evaluate_cli(generation, tiny_model, shared_data, tmp_path, capsys):
-    from rift_core.evaluate import main
+    from rift_core.cli.evaluate import main
 
     main(["--model", str(tiny_model), "--benchmarks", "gsm8k,amc23", "--k", "2", "--limit", "1",
           "--data-root", str(shared_data), "--out-dir", str(tmp_path), "--max-new-tokens", "4"])
@@ -88,7 +88,7 @@ def test_evaluate_cli(generation, tiny_model, shared_data, tmp_path, capsys):
 def test_evaluate_cli_has_a_flag_for_every_generation_field(capsys):
     import dataclasses
 
-    from rift_core.evaluate import main
+    from rift_core.cli.evaluate import main
     from rift_core.generation import GenerationConfig
 
     with pytest.raises(SystemExit):

@@ -277,7 +277,7 @@ def test_on_progress_reports_samples_and_rates_and_counts_reused_chunks(tiny_mod
 def test_generate_cli_reads_a_file_in_an_unseen_format(tiny_model, tmp_path, capsys):
     """Every GenerationConfig and ProblemFormat field is a flag: a question split over two fields and a nested
     numeric answer load without rewriting the file."""
-    from rift_core.generation import main
+    from rift_core.cli.generate import main
 
     src = tmp_path / "mine.jsonl"
     src.write_text("".join(json.dumps({"Body": f"Tom has {i} pears.", "Query": "How many?", "meta": {"gold": i}}) + "\n"

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 import yaml
 
-from rift_core import data
+from rift_core import known_sets
 from rift_core.methods import METHODS
 from rift_core.profiles import CONFIG_DIR, load_profile
 from rift_core.trainer import effective_accumulation
@@ -77,7 +77,7 @@ def test_the_papers_other_settings_are_short_extensions_of_paper(name):
     g, e, t = p.generation_config(), p.evaluation_config(), p.train_config("rift", "m", "o")
     assert p.base_model == want.get("base_model", paper.base_model)
     assert (p.seeds, p.n_seeds) == (want.get("seeds", "math"), want.get("n_seeds", 3000))
-    assert p.seeds in data.SEED_SETS and sorted(p.benchmarks) == sorted(data.BENCHMARKS)
+    assert p.seeds in known_sets.SEED_SETS and sorted(p.benchmarks) == sorted(known_sets.BENCHMARKS)
     assert g.max_new_tokens == e.max_new_tokens == want.get("max_new_tokens", 4096)
     assert t.max_length >= g.max_new_tokens + 256  # room for the prompt
     kwargs = want.get("template_kwargs", {})
@@ -151,7 +151,7 @@ def test_scores_cover_all_seven_benchmarks_for_every_trained_model(paper_cpu):
     trained = [m for m in METHODS if f"checkpoints[{m}|0]" not in failed]
     rows = dict(con.execute("SELECT model, count(DISTINCT benchmark) FROM scores GROUP BY model").fetchall())
     assert rows == {m: 7 for m in ["base", *trained]}
-    assert set(con.execute("SELECT DISTINCT benchmark FROM scores").pl()["benchmark"]) == set(data.BENCHMARKS)
+    assert set(con.execute("SELECT DISTINCT benchmark FROM scores").pl()["benchmark"]) == set(known_sets.BENCHMARKS)
     assert one(con, "SELECT min(n_problems) FROM scores") >= 1 and one(con, "SELECT max(n_problems) FROM scores") <= 2
     assert one(con, "SELECT count(*) FROM scores WHERE mean_at_k NOT BETWEEN 0 AND 1 OR pass_at_k < mean_at_k") == 0
 

@@ -3,7 +3,7 @@ import pytest
 import subprocess
 import sys
 
-from rift_core import data, rewards, toy
+from rift_core import base_policy, data, known_sets, schemes, toy_task
 from rift_core.methods import METHODS
 from rift_core.profiles import load_profile
 
@@ -17,12 +17,12 @@ def test_profile_loads_and_every_section_builds_its_config(name):
     assert prof.run_methods and set(prof.run_methods) <= set(METHODS)
     for source in [prof.seeds, *prof.benchmarks]:
         if source.startswith("toy:"):
-            assert source[4:] in toy.SPLITS, source
+            assert source[4:] in toy_task.SPLITS, source
         else:
-            assert source.partition(":")[0] in data.KNOWN, source
+            assert source.partition(":")[0] in known_sets.KNOWN, source
     if prof.base_model == "toy":
-        assert isinstance(prof.toy_config(), toy.ToyConfig)
-    assert prof.rewards.scheme in rewards.SCHEMES and prof.rewards.r_neg < 0 < prof.rewards.r_pos
+        assert isinstance(prof.toy_config(), base_policy.ToyConfig)
+    assert prof.rewards.scheme in schemes.SCHEMES and prof.rewards.r_neg < 0 < prof.rewards.r_pos
     for method in METHODS:
         cfg = prof.train_config(method, "m", "o")
         assert cfg.global_batch_size % cfg.per_device_batch_size == 0
@@ -33,7 +33,7 @@ def test_profile_loads_and_every_section_builds_its_config(name):
 def test_paper_profile_holds_the_papers_setting():
     prof = load_profile("paper")
     assert prof.base_model == "Qwen/Qwen2.5-Math-1.5B" and prof.seeds == "math" and prof.n_seeds == 3000
-    assert sorted(prof.benchmarks) == sorted(data.BENCHMARKS)
+    assert sorted(prof.benchmarks) == sorted(known_sets.BENCHMARKS)
     g = prof.generation_config()
     assert (g.backend, g.k, g.temperature, g.top_p, g.max_new_tokens) == ("vllm", 8, 0.7, 0.8, 4096)
     assert prof.rewards.model_dump() == {"scheme": "constant", "r_pos": 1.0, "r_neg": -0.2}
@@ -133,7 +133,7 @@ def test_extends_cycle_is_an_error(tmp_path):
 
 
 def test_no_rift_core_module_imports_the_profiles():
-    """profiles builds on toy, generation, trainer, ...; none of them may import it back (an import circle)."""
+    """profiles builds on base_policy, generation, trainer, ...; none of them may import it back (an import circle)."""
     code = ("import importlib, pkgutil, sys, rift_core\n"
             "for m in pkgutil.iter_modules(rift_core.__path__):\n"
             "    if m.name not in ('profiles', '__main__'):\n"

@@ -5,7 +5,8 @@ import polars as pl
 import pytest
 
 from rift_core.io import write_parquet_atomic
-from rift_core.rewards import STATUSES, assign_rewards, check_references, grade, group_rewards, label_rollouts, main
+from rift_core.cli.label import build_parser, main
+from rift_core.rewards import STATUSES, assign_rewards, check_references, grade, group_rewards, label_rollouts
 
 
 @pytest.mark.parametrize(
@@ -174,4 +175,4 @@ def test_one_default_deadline_everywhere():
     assert rewards.DEFAULT_TIMEOUT_S == 10.0
     for fn in (rewards.grade_jobs, rewards.check_references, rewards.label_rollouts):
         assert inspect.signature(fn).parameters["timeout_s"].default == rewards.DEFAULT_TIMEOUT_S, fn.__name__
-    assert rewards.build_parser().parse_args(["--rollouts", "r", "--out", "o"]).timeout_s == rewards.DEFAULT_TIMEOUT_S
+    assert build_parser().parse_args(["--rollouts", "r", "--out", "o"]).timeout_s == rewards.DEFAULT_TIMEOUT_S

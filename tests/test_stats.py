@@ -4,7 +4,8 @@ import pytest
 
 from rift_core.io import write_parquet_atomic
 from rift_core.rewards import assign_rewards
-from rift_core.stats import TABLE1_SQL, TABLE4_SQL, buffer_table, k_ablation_table, main, mixed_table, to_markdown
+from rift_core.cli.stats import main
+from rift_core.stats import TABLE1_SQL, TABLE4_SQL, buffer_table, k_ablation_table, mixed_table, to_markdown
 
 
 def buffer(model: str, source: str, correct_per_problem: list[list[bool]]) -> pl.DataFrame:

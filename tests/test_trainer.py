@@ -10,7 +10,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from rift_core import methods
-from rift_core.trainer import TrainConfig, _parser, train
+from rift_core.cli.train import build_parser
+from rift_core.trainer import TrainConfig, train
 
 REPO = Path(__file__).resolve().parent.parent
 torch.set_num_threads(1)  # tiny models; the machine is shared
@@ -238,11 +239,11 @@ def test_cli_flags_take_both_spellings_none_json_and_a_yaml_config(tmp_path):
     yaml_file = tmp_path / "run.yaml"
     yaml_file.write_text("method: kto\nmodel: m\noutput_dir: o\ndata: d.parquet\nlearning_rate: 1e-5\nbf16: true\n"
                          "template_kwargs: {enable_thinking: false}\n")
-    cfg, args = _parser().parse_args_and_config(["--config", str(yaml_file), "--max-steps", "7", "--no-bf16"])
+    cfg, args = build_parser().parse_args_and_config(["--config", str(yaml_file), "--max-steps", "7", "--no-bf16"])
     assert (cfg.method, cfg.model, cfg.output_dir, args.data) == ("kto", "m", "o", "d.parquet")
     assert cfg.learning_rate == 1e-5 and cfg.max_steps == 7 and cfg.bf16 is False
     assert cfg.template_kwargs == {"enable_thinking": False}
-    cfg, _ = _parser().parse_args_and_config([
+    cfg, _ = build_parser().parse_args_and_config([
         "--method", "rift", "--model", "m", "--output", "o", "--data", "d", "--max_steps", "3", "--learning-rate",
         "none", "--max-length", "none", "--template-kwargs", '{"a": 1}', "--no-resume", "--bf16", "--report_to",
         "tensorboard"])
@@ -251,7 +252,7 @@ def test_cli_flags_take_both_spellings_none_json_and_a_yaml_config(tmp_path):
     types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}  # the profile loader reads these
     assert types["learning_rate"] == float | None and types["template_kwargs"] is dict
     with pytest.raises(SystemExit):
-        _parser().parse_args_and_config(["--method", "ppo", "--model", "m", "--output", "o", "--data", "d"])
+        build_parser().parse_args_and_config(["--method", "ppo", "--model", "m", "--output", "o", "--data", "d"])
 
 
 def test_save_epochs_keeps_each_epochs_weights_beside_the_final_ones(tiny_model, tmp_path):
@@ -273,7 +274,7 @@ def test_save_epochs_keeps_each_epochs_weights_beside_the_final_ones(tiny_model,
     plain = train(config(tiny_model, tmp_path / "plain", "naive", num_epochs=3), buffer())
     assert plain["saved_epochs"] == [] and not list((tmp_path / "plain").glob("epoch-*"))
     assert plain["epoch_loss"] == summary["epoch_loss"]  # saving copies changes nothing
-    cfg, _ = _parser().parse_args_and_config(["--method", "naive", "--model", "m", "--output", "o", "--data", "d",
+    cfg, _ = build_parser().parse_args_and_config(["--method", "naive", "--model", "m", "--output", "o", "--data", "d",
                                               "--save-epochs"])
     assert cfg.save_epochs is True
 

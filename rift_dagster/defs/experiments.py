@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import dagster as dg
-from rift_core.rewards import PAPER_VARIANTS
+from rift_core.schemes import PAPER_VARIANTS
 from rift_core.stats import to_markdown
 
 from rift_dagster.defs.evaluation import MODELS, benchmark_scores, benchmarks, read_scores, score

@@ -64,7 +64,7 @@ def base_model(context: dg.AssetExecutionContext, rift: RunProfile, storage: Rif
     start = time.time()
     calibration = {}
     if p.base_model == "toy":
-        from rift_core.toy import ensure_base_policy, read_calibration
+        from rift_core.base_policy import ensure_base_policy, read_calibration
 
         path = str(ensure_base_policy(storage.toy_policies(), **asdict(p.toy_config())))
         calibration = {f"calibration/{k}": v for k, v in (read_calibration(path) or {}).items()

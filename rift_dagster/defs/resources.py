@@ -138,7 +138,7 @@ class RiftStorage(dg.ConfigurableResource):
         return path
 
     def toy_policies(self) -> Path:
-        """Toy base policies, shared by every profile: each is keyed by all it depends on (toy.policy_key), so the
+        """Toy base policies, shared by every profile: each is keyed by all it depends on (base_policy.policy_key), so the
         `demo` profile and `tiny` train one policy between them."""
         return Path(self.data_dir).resolve() / "toy_policies"
 

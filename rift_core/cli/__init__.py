@@ -1,6 +1,8 @@
-"""Command lines generated from config dataclasses, as TRL generates its own: one flag per field (both
-`--max_steps` and `--max-steps`), the field's `help`, `--config file.yaml` for any of them, `none` for an
-optional value, JSON for a dict, `--no-<flag>` for every bool."""
+"""The command lines of `python -m rift_core <command>`, one module per command; the library modules hold none.
+
+Most are generated from config dataclasses, as TRL generates its own: one flag per field (both `--max_steps` and
+`--max-steps`), the field's `help`, `--config file.yaml` for any of them, `none` for an optional value, JSON for a
+dict, `--no-<flag>` for every bool."""
 import copy
 import json
 

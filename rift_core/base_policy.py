@@ -1,18 +1,8 @@
-"""The embedded task: seeded arithmetic word problems, a tokenizer with one token per word and per digit,
-and a small base policy.
-
-No pretrained math model is reachable offline, so the CPU miniature of the paper brings its own task and
-trains its own imperfect Qwen2 on it (a warm-up split), then RIFT and the baselines fine-tune that policy
-on its own rollouts on the disjoint `seed` split, and every model is scored on an in-distribution and two
-out-of-distribution benchmark splits (more steps; larger numbers). A `validation` split mixing the three
-benchmarks' difficulties, on problems of its own, is there to choose learning rates on.
-"""
-import argparse
+"""The small base policy of the embedded task: a Qwen2 trained from scratch on the `warmup` split until it is as
+unsure as the paper's starting models (calibration), cached under a key of everything it depends on."""
 import hashlib
 import json
 import os
-import random
-import re
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -20,196 +10,11 @@ from pathlib import Path
 
 import polars as pl
 
+from rift_core import toy_task
+from rift_core.generation import GenerationConfig, generate_rollouts
 from rift_core.io import tmp_beside
-
-from rift_core.prompts import QWEN_MATH_COT_SYSTEM, render_prompt
-
-# ---------------------------------------------------------------------------------------------- problems
-
-NAMES = ["Tom", "Ann", "Ben", "Mia", "Sam", "Lily", "Max", "Zoe", "Leo", "Eva", "Jack", "Nora"]
-ITEMS = ["apples", "pears", "books", "coins", "cards", "stamps", "shells", "marbles", "pencils", "cookies"]
-START = "{name} has {n} {item}."
-ADD = ["{name} buys {n} more {item}.", "{name} finds {n} more {item}.", "{other} gives {name} {n} more {item}."]
-SUB = ["{name} gives {n} {item} to {other}.", "{name} sells {n} {item}.", "{name} loses {n} {item}."]
-MUL = ["{name} then has {n} times as many {item}."]
-DISTRACT = ["{other} has {n} {item}.", "{other} is {n} years old.", "The shop has {n} {item}."]
-QUESTION = "How many {item} does {name} have now?"
-
-
-@dataclass(frozen=True)
-class Difficulty:
-    steps: tuple[int, ...]  # number of operations, drawn uniformly from this tuple (repeat to weight)
-    max_number: int  # operands (and the start) are drawn from 1..max_number
-    max_value: int  # intermediate results stay in 0..max_value
-    distractors: tuple[int, ...]  # irrelevant sentences per problem, drawn from this tuple
-    mul: float = 0.15  # chance that a step multiplies (by 2 or 3) when the result stays in range
-
-
-# The base policy learns on 1-3 step problems; rollouts and the in-distribution benchmark use the 2-3
-# step ones, where a partly trained policy is unsure enough for its K samples to disagree. The two
-# out-of-distribution benchmarks are set so the calibrated tiny policy scores inside 10-60% Mean@8 on each
-# (benchmarks/results/splits.md): it writes at most 3 equations, so pure 4-step problems (and the 4-5 step
-# ones used before) were right only by chance (4-9%) and could not tell methods apart.
-_NUMBERS = dict(max_number=10, max_value=30, distractors=(0, 0, 1))
-SPLITS: dict[str, "Difficulty | tuple[Difficulty, ...]"] = {
-    "warmup": Difficulty(steps=(1, 2, 3), **_NUMBERS),  # trains the base policy
-    "seed": Difficulty(steps=(2, 3), **_NUMBERS),  # the problems rollouts are sampled on
-    "id": Difficulty(steps=(2, 3), **_NUMBERS),  # in-distribution benchmark
-    # more steps: half the problems have 4, one more than any warm-up or seed problem
-    "ood_steps": Difficulty(steps=(3, 4), **_NUMBERS),
-    # larger numbers: operands up to 15 (seed: 10), results up to 45 (seed: 30)
-    "ood_numbers": Difficulty(steps=(2, 3), max_number=15, max_value=45, distractors=(0, 0, 1)),
-    # 2-3 step problems like `seed`, held out for the base policy's calibration (train_base_policy) only
-    "calibration": Difficulty(steps=(2, 3), **_NUMBERS),
-}
-# Held out for choosing learning rates: the three benchmarks' difficulties in turn (a third each), on its
-# own buckets, so no benchmark problem is tuned on.
-SPLITS["validation"] = (SPLITS["id"], SPLITS["ood_steps"], SPLITS["ood_numbers"])
-DEFAULT_SIZES = {"warmup": 50_000, "seed": 2_000, "id": 500, "ood_steps": 500, "ood_numbers": 500,
-                 "calibration": 500, "validation": 500}
-# Every question hashes to one of 100 buckets and each split owns a disjoint range of them, so no two
-# splits can share a problem whatever their seeds or sizes. `calibration` took its 3 buckets from the end
-# of `warmup` (0-60 before), so the seed and benchmark splits kept their problems; `validation` took its 4
-# from the out-of-distribution benchmarks (85-93 and 93-100 before), so `seed` and `id` kept theirs.
-BUCKETS = {"warmup": (0, 57), "calibration": (57, 60), "seed": (60, 75), "id": (75, 85), "ood_steps": (85, 91),
-           "ood_numbers": (91, 96), "validation": (96, 100)}
-# The tokenizer's corpus (_corpus, part of the base policy's cache key) draws 50 problems of each split as
-# the splits were when the tiny policy was calibrated: frozen here, so retuning a benchmark split or adding
-# one neither changes the tokenizer nor retrains the policy.
-_CORPUS_SPLITS = {
-    "warmup": (Difficulty(steps=(1, 2, 3), **_NUMBERS), (0, 57)),
-    "seed": (Difficulty(steps=(2, 3), **_NUMBERS), (60, 75)),
-    "id": (Difficulty(steps=(2, 3), **_NUMBERS), (75, 85)),
-    "ood_steps": (Difficulty(steps=(4, 5), **_NUMBERS), (85, 93)),
-    "ood_numbers": (Difficulty(steps=(2, 3), max_number=50, max_value=150, distractors=(0, 0, 1)), (93, 100)),
-    "calibration": (Difficulty(steps=(2, 3), **_NUMBERS), (57, 60)),
-}
-BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
-
-
-def last_boxed(text: str) -> str | None:
-    """The content of the last \\boxed{} in `text` (the toy answers are integers: exact match grades them)."""
-    found = BOXED.findall(text)
-    return found[-1].strip() if found else None
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha1(text.encode()).hexdigest()
-
-
-def _bucket(question: str) -> int:
-    return int(_digest(question)[:8], 16) % 100
-
-
-def split_of(question: str) -> str:
-    bucket = _bucket(question)
-    return next(s for s, (lo, hi) in BUCKETS.items() if lo <= bucket < hi)
-
-
-def make_problem(rng: random.Random, d: Difficulty) -> dict:
-    """One word problem with its worked solution (one equation per step) ending in \\boxed{answer}."""
-    name, other = rng.sample(NAMES, 2)
-    item, item2 = rng.sample(ITEMS, 2)
-    value = rng.randint(1, d.max_number)
-    sentences, lines = [START.format(name=name, n=value, item=item)], [f"Start with {value}."]
-    for _ in range(rng.choice(d.steps)):
-        if value * 3 <= d.max_value and rng.random() < d.mul:
-            n = rng.randint(2, 3)
-            template, new, op = rng.choice(MUL), value * n, "*"
-        elif value > 1 and (value + 1 > d.max_value or rng.random() < 0.5):
-            n = rng.randint(1, min(value, d.max_number))
-            template, new, op = rng.choice(SUB), value - n, "-"
-        else:
-            n = rng.randint(1, min(d.max_number, d.max_value - value))
-            template, new, op = rng.choice(ADD), value + n, "+"
-        sentences.append(template.format(name=name, other=other, n=n, item=item))
-        lines.append(f"{value} {op} {n} = {new}.")
-        value = new
-    for _ in range(rng.choice(d.distractors)):
-        at = rng.randint(1, len(sentences))
-        sentences.insert(at, rng.choice(DISTRACT).format(other=other, n=rng.randint(1, d.max_number), item=item2))
-    sentences.append(QUESTION.format(item=item, name=name))
-    lines.append(f"The answer is \\boxed{{{value}}}")
-    return {"question": " ".join(sentences), "answer": str(value), "solution": " ".join(lines)}
-
-
-def problems(split: str, n: int | None = None, seed: int = 0) -> pl.DataFrame:
-    """`n` distinct problems of `split` (default size per split), the same ones for the same seed."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown toy split {split!r}; expected one of {', '.join(SPLITS)}")
-    return _draw(split, SPLITS[split], BUCKETS[split], DEFAULT_SIZES[split] if n is None else n, seed)
-
-
-def _draw(split: str, d: "Difficulty | tuple[Difficulty, ...]", buckets: tuple[int, int], n: int,
-          seed: int) -> pl.DataFrame:
-    """`n` distinct problems of difficulty `d` whose questions hash into `buckets`; a tuple of difficulties
-    takes them in turn (problem i has d[i % len(d)])."""
-    mix = d if isinstance(d, tuple) else (d,)
-    lo, hi = buckets
-    rng = random.Random(f"rift-toy:{seed}:{split}")  # str seeds hash with sha512: stable across runs
-    rows, seen, draws = [], set(), 0
-    while len(rows) < n:
-        draws += 1
-        if draws > 200 * n + 10_000:
-            raise RuntimeError(f"toy split {split!r}: cannot draw {n} distinct problems (got {len(rows)})")
-        p = make_problem(rng, mix[len(rows) % len(mix)])
-        if p["question"] in seen or not lo <= _bucket(p["question"]) < hi:
-            continue
-        seen.add(p["question"])
-        rows.append({"problem_id": "toy-" + _digest(p["question"])[:12], **p, "source": f"toy:{split}"})
-    schema = {c: pl.String for c in ("problem_id", "question", "answer", "solution", "source")}
-    return pl.DataFrame(rows, schema=schema)
-
-# --------------------------------------------------------------------------------------------- tokenizer
-
-# ChatML, as Qwen2.5 writes it.
-CHATML = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-
-
-def _corpus() -> list[str]:
-    """Texts covering every word, digit and symbol run the task and the chat prompt can produce."""
-    words = " ".join([START, *ADD, *SUB, *MUL, *DISTRACT, QUESTION, *NAMES, *ITEMS, QWEN_MATH_COT_SYSTEM,
-                      "Start with The answer is system user assistant"])
-    words = re.sub(r"\{(name|other|item|n)\}", " ", words).split()
-    texts = [f"{w} {w}" for w in words] + [f"<|im_start|>{r}\n" for r in ("system", "user", "assistant")]
-    for split, (d, buckets) in _CORPUS_SPLITS.items():
-        for p in _draw(split, d, buckets, 50, seed=0).iter_rows(named=True):
-            texts += [p["question"], p["solution"]]
-    return texts
-
-
-def build_tokenizer(out_dir: str | os.PathLike):
-    """Save the task's tokenizer to `out_dir` and return it.
-
-    A byte-level BPE with Qwen2's own pre-tokenizer (one token per digit), trained on the task's text until
-    every word is one token: a model dir of model_type qwen2 loads its tokenizer as `Qwen2Tokenizer`, which
-    rebuilds that pre-tokenizer around the saved vocab and merges, so this one must be of the same kind.
-    Any other text still round-trips, byte by byte.
-    """
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import Qwen2Tokenizer
-
-    base = Qwen2Tokenizer()._tokenizer  # the normaliser, pre-tokeniser and decoder Qwen2 uses
-    raw = Tokenizer(models.BPE())
-    raw.normalizer, raw.pre_tokenizer, raw.decoder = base.normalizer, base.pre_tokenizer, base.decoder
-    trainer = trainers.BpeTrainer(vocab_size=4096, special_tokens=SPECIALS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    raw.train_from_iterator(_corpus(), trainer)
-    spec = json.loads(raw.to_str())["model"]
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in spec["merges"]]
-    tok = Qwen2Tokenizer(vocab=spec["vocab"], merges=merges, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                         unk_token=None, additional_special_tokens=["<|im_start|>"], clean_up_tokenization_spaces=False)
-    tok.chat_template = CHATML
-    tok.save_pretrained(out_dir)
-    return tok
-
-
-# ------------------------------------------------------------------------------------------- base policy
-
+from rift_core.prompts import render_prompt
+from rift_core.toy_tokenizer import CHATML, build_tokenizer, corpus
 
 @dataclass
 class ToyConfig:
@@ -294,15 +99,13 @@ def train_to_target(advance, measure, cfg: ToyConfig, on_check=None) -> dict:
 def measure_regime(model_dir: str | os.PathLike, cfg: ToyConfig) -> tuple[float, float]:
     """(%Pos, %Mixed) as fractions of the policy in `model_dir` on the calibration split, sampled with the
     pipeline's sampler (rift_core.generation) and graded by exact match of the last \\boxed{} number."""
-    from rift_core.generation import GenerationConfig, generate_rollouts
-
-    calib = problems("calibration", cfg.check_problems, cfg.seed)
+    calib = toy_task.problems("calibration", cfg.check_problems, cfg.seed)
     gen = GenerationConfig(k=cfg.check_k, temperature=cfg.check_temperature, top_p=cfg.check_top_p,
                            max_new_tokens=cfg.check_max_new_tokens, seed=cfg.seed, batch_size=512,
                            chunk_problems=max(1, calib.height))
     rollouts = generate_rollouts(calib, str(model_dir), gen, progress=False)
     graded = rollouts.select("problem_id", correct=pl.Series([
-        last_boxed(r) == a for r, a in zip(rollouts["response"], rollouts["answer"])]))
+        toy_task.last_boxed(r) == a for r, a in zip(rollouts["response"], rollouts["answer"])]))
     per = graded.group_by("problem_id").agg(pl.col("correct").mean())["correct"]
     return float(graded["correct"].mean()), float(((per > 0) & (per < 1)).mean())
 
@@ -343,7 +146,7 @@ def train_base_policy(out_dir: str | os.PathLike, cfg: ToyConfig, progress: bool
 
     out_dir = Path(out_dir)
     tok = build_tokenizer(out_dir)
-    data = _encode(tok, problems("warmup", cfg.n_warmup, cfg.seed))
+    data = _encode(tok, toy_task.problems("warmup", cfg.n_warmup, cfg.seed))
     torch.manual_seed(cfg.seed)
     config = Qwen2Config(
         vocab_size=len(tok), hidden_size=cfg.hidden, intermediate_size=cfg.hidden * 4,
@@ -470,9 +273,9 @@ def read_calibration(policy_dir: str | os.PathLike) -> dict | None:
 def policy_key(cfg: ToyConfig) -> str:
     """Hash of everything the base policy depends on: settings, vocabulary and the warm-up text itself."""
     h = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode())
-    h.update(json.dumps(_corpus()).encode())
+    h.update(json.dumps(corpus()).encode())
     h.update(CHATML.encode())
-    for q, s in problems("warmup", cfg.n_warmup, cfg.seed).select("question", "solution").iter_rows():
+    for q, s in toy_task.problems("warmup", cfg.n_warmup, cfg.seed).select("question", "solution").iter_rows():
         h.update(f"{q}\0{s}\0".encode())
     return h.hexdigest()[:16]
 
@@ -502,44 +305,3 @@ def ensure_base_policy(out_dir: str | os.PathLike, progress: bool = True, **toy_
     except OSError:  # another process finished the same policy first
         shutil.rmtree(tmp, ignore_errors=True)
     return final
-
-
-# ------------------------------------------------------------------------------------------------- CLI
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m rift_core toy", description=__doc__.splitlines()[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("problems", help="write a split to JSONL")
-    p.add_argument("split", choices=list(SPLITS))
-    p.add_argument("--n", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True)
-    t = sub.add_parser("tokenizer", help="save the word-level tokenizer to a folder")
-    t.add_argument("out")
-    b = sub.add_parser("base-policy", help="train (or reuse) the base policy of a profile; prints its path")
-    b.add_argument("--profile", default="tiny")
-    b.add_argument("--out", default="data/toy_policies", help="folder of cached policies (the base_model asset's)")
-    args = ap.parse_args(argv)
-
-    if args.cmd == "problems":
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = tmp_beside(out)
-        problems(args.split, args.n, args.seed).write_ndjson(tmp)
-        os.replace(tmp, out)
-        print(out)
-    elif args.cmd == "tokenizer":
-        build_tokenizer(args.out)
-        print(args.out)
-    else:
-        from rift_core.profiles import load_profile
-
-        prof = load_profile(args.profile)
-        if prof.base_model != "toy":
-            raise SystemExit(f"{prof.source}: base_model is {prof.base_model!r}, not 'toy'; nothing to train")
-        print(ensure_base_policy(args.out, **asdict(prof.toy_config())))
-
-
-if __name__ == "__main__":
-    main()
