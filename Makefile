@@ -65,7 +65,7 @@ bench: setup
 	$(PY) benchmarks/bench_generation.py
 	$(PY) benchmarks/bench_tiny_profile.py
 
-# Wheels (1.8 MB, pure Python) that benchmarks/gpu_check.sh installs offline on the GPU machine; carry gpu_wheels
+# Wheels (1.8 MB, pure Python) that benchmarks/gpu_check.sh installs offline on a GPU machine without network; copy gpu_wheels/ along
 .PHONY: gpu-wheels
 gpu-wheels:
 	bash benchmarks/gpu_check.sh --download-wheels

@@ -36,7 +36,7 @@ PYTHON=${PYTHON:-python3}
 WHEELS=${GPU_WHEELS:-gpu_wheels}
 DEADLINE_S=${GPU_CHECK_DEADLINE_S:-390}
 WHEEL_PINS=(trl==1.16.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19)
-WHEELS_MAX_BYTES=$((16 * 1024 * 1024))  # the whole working tree that travels must stay under 64 MiB
+WHEELS_MAX_BYTES=$((16 * 1024 * 1024))  # pure-Python wheels only: a larger folder means torch or CUDA crept in
 
 download_wheels() {
     rm -rf "$WHEELS"
@@ -65,7 +65,7 @@ main() {
     export HF_HOME=$SCRATCH/hf  # nothing is downloaded; keeps the machine's caches untouched
     [[ $mode == tiny ]] && export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
-    # 1. trl and what it needs, offline, from the wheel folder. The wheels are for Python 3.12 (the GPU machine's);
+    # 1. trl and what it needs, offline, from the wheel folder. The wheels are fetched for Python 3.12 (pure Python);
     #    pip is told so, so the CPU dry run installs and uses the very same files on another Python.
     if compgen -G "$WHEELS/*.whl" >/dev/null; then
         "$PYTHON" -m pip install -q --disable-pip-version-check --no-index --no-deps --no-compile --no-cache-dir \
@@ -73,7 +73,7 @@ main() {
         export PYTHONPATH=$SCRATCH/site${PYTHONPATH:+:$PYTHONPATH}
         echo "installed offline from $WHEELS, first on PYTHONPATH: $(cd "$WHEELS" && echo *.whl)"
     else
-        echo "no wheels in $WHEELS: $PYTHON's own packages are used (on the GPU machine: run make gpu-wheels, carry it)"
+        echo "no wheels in $WHEELS: $PYTHON's own packages are used (offline: run make gpu-wheels where there is network, copy gpu_wheels/ along)"
     fi
 
     # 2. preflight: what will run, or why not (seconds, before any method starts)
@@ -88,7 +88,7 @@ for name in ("torch", "transformers", "trl", "datasets", "accelerate", "tokenize
         print(f"  {name} {getattr(module, '__version__', '?')}  ({module.__file__})")
     except Exception as e:  # noqa: BLE001 - report every missing piece at once
         missing.append(f"{name} ({type(e).__name__}: {e})")
-for dist in ("trl", "datasets"):  # what the carried wheels ask of the machine's packages
+for dist in ("trl", "datasets"):  # what the wheels ask of the machine's packages
     from packaging.requirements import Requirement
     for spec in md.requires(dist) or []:
         req = Requirement(spec)
@@ -102,7 +102,7 @@ for dist in ("trl", "datasets"):  # what the carried wheels ask of the machine's
         if req.specifier and not req.specifier.contains(have, prereleases=True):
             print(f"  warning: {dist} requires {req}, found {have}")
 if missing:
-    sys.exit("missing: " + "; ".join(missing) + "\n(run `make gpu-wheels` here and carry gpu_wheels)")
+    sys.exit("missing: " + "; ".join(missing) + "\n(pip install them, or run `make gpu-wheels` where there is network and copy gpu_wheels/ along)")
 import torch
 if torch.cuda.is_available():
     p = torch.cuda.get_device_properties(0)

@@ -18,11 +18,11 @@ gradients, AdamW state, activations, DPO's / KTO's reference copy. Step time: th
 first. Paper Table 7 (GB): SFT 17.95, RFT 18.12, DFT 26.90, RIFT 20.10, DPO 43.31.
 
 Dependencies, on purpose: torch, transformers, trl (with its datasets and accelerate) and, of this project, only
-rift_core.rift_trainer, rift_core.losses and rift_core.prompts (those and nothing else). The GPU machine has no
-polars, Dagster, math-verify or vLLM, so rift_core.trainer / methods (polars) cannot load there: this script trains
+rift_core.rift_trainer, rift_core.losses and rift_core.prompts (those and nothing else). The check asks a GPU machine
+for no polars, Dagster, math-verify or vLLM, so rift_core.trainer / methods (polars) are not loaded: this script trains
 each method the way rift_core.trainer does (same TRL trainer and config class, same settings, same records; the
 real RIFTTrainer for rift / naive), and tests/test_gpu_check.py holds records and settings to rift_core's. The script
-hides the packages the GPU machine lacks from itself (ABSENT_ON_GPU) on every machine, so the CPU dry run fails
+hides the packages it does not need from itself (ABSENT_ON_GPU) on every machine, so the CPU dry run fails
 the same way the GPU run would if one of them crept in.
 """
 import argparse
@@ -43,7 +43,7 @@ for _p in (str(REPO), str(REPO / "benchmarks")):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-# Not installed on the GPU machine (DESIGN.md section 4): hidden from this script on every machine.
+# Not needed on a GPU machine: hidden from this script on every machine, so none creeps in.
 ABSENT_ON_GPU = ("polars", "dagster", "duckdb", "math_verify", "pebble", "vllm")
 
 QWEN25_MATH_15B = dict(vocab=151936, hidden=1536, layers=28, heads=12, kv_heads=2, intermediate=8960)
@@ -75,7 +75,7 @@ REFERENCE = ("dpo", "kto")  # trained against a frozen copy of the model
 
 
 def hide_absent_packages() -> None:
-    """Make the packages the GPU machine lacks unimportable here too (find_spec says None, import raises)."""
+    """Make the packages the check does not need unimportable (find_spec says None, import raises)."""
     for name in ABSENT_ON_GPU:
         sys.modules.setdefault(name, None)
 

@@ -1,4 +1,4 @@
-"""The RIFT loss family (DESIGN.md section 3) and memory-lean per-token log-probabilities.
+"""The RIFT loss family (docs/DESIGN.md, "The loss") and memory-lean per-token log-probabilities.
 
 Every loss takes `logps` [B, T] (log-probability of each response token), `mask` [B, T] (1 = response token,
 0 = prompt or padding) and `rewards` [B], and returns a scalar to minimise.

@@ -4,7 +4,7 @@ Model responses are hostile input. math-verify never evals them (LaTeX goes thro
 plain expressions only reach sympy after a digits-and-operators regex), but some inputs make it run
 for minutes (deeply nested braces, towers of powers). Its own SIGALRM timeouts only work on the main
 thread, so we switch them off and grade in a `pebble.ProcessPool` whose per-task timeout kills and
-replaces a worker that overruns its deadline (DESIGN.md section 4; `DEFAULT_TIMEOUT_S` seconds unless
+replaces a worker that overruns its deadline (docs/DESIGN.md, "Grading"; `DEFAULT_TIMEOUT_S` seconds unless
 told otherwise).
 """
 import logging

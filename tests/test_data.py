@@ -10,7 +10,7 @@ from rift_core import data, known_sets, toy_task
 from rift_core.boxed import last_boxed
 from rift_core.data import SCHEMA, ProblemFormat, SkippedRowsWarning, load_problems
 
-# Rows in ../shared/data (DESIGN.md section 5); seeds/math has two rows with an empty answer.
+# Rows in ../shared/data (the formats in data/README.md); seeds/math has two rows with an empty answer.
 REAL = {
     "gsm8k:train": 7473, "gsm8k": 1319, "math500": 500, "minerva_math": 272, "olympiadbench": 675,
     "aime24": 30, "amc23": 40, "college_math": 2818,

@@ -1,6 +1,6 @@
 """benchmarks/gpu_check.sh and benchmarks/gpu_table7.py: the one GPU check (paper Table 7), proven on the CPU.
 
-The GPU machine lacks polars, Dagster, math-verify and vLLM, so gpu_table7.py trains each method without
+The check asks a GPU machine for no polars, Dagster, math-verify or vLLM, so gpu_table7.py trains each method without
 rift_core.trainer; these tests hold its copy (records, trainer settings) to the real trainer, and run
 the whole script as a `--tiny` dry run, the wheels in gpu_wheels/ installed offline when that folder exists.
 """
@@ -43,7 +43,7 @@ def test_tiny_dry_run_measures_every_method(tmp_path):
                           timeout=880)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     log = (tmp_path / "gpu_check_tiny.log").read_text()
-    if list((REPO / "gpu_wheels").glob("*.whl")):  # the GPU machine's install path, run here
+    if list((REPO / "gpu_wheels").glob("*.whl")):  # the offline install path, run here
         assert "installed offline from gpu_wheels" in log
         assert re.search(r"  trl 1\.16\.0  \(/\S+/site/trl/__init__\.py\)", log), log[:3000]
     results_file = tmp_path / "gpu_table7_tiny.md"
