@@ -173,7 +173,8 @@ def table6(tables: Mapping, figures: Collection[str]) -> str:
         return section("Table 6: reward schemes", missing("reward_scheme_scores"))
     table = with_paper(seed_table(rows), "paper Avg", PAPER_TABLE6_AVG)
     body = f"{to_markdown(table)}\n\n{image('table6_reward_schemes.png', figures)}".rstrip()
-    return section("Table 6: reward schemes (RIFT, Mean@k %, mean ± std over seeds; RFT for reference)", body, "table6")
+    return section("Table 6: reward schemes (RIFT, Mean@k %, mean ± std over seeds; RFT for reference)", body,
+                   "table6")
 
 
 def table7(tables: Mapping, figures: Collection[str]) -> list[str]:
@@ -188,7 +189,8 @@ def table7(tables: Mapping, figures: Collection[str]) -> list[str]:
                .sort(pl.col("method").cast(pl.Enum(MODELS))))
     summary = with_paper(summary, "paper (GPU GB / Avg)", {m: f"{g} GB / {a}" for m, (g, a) in PAPER_TABLE7.items()},
                          key="method")
-    parts = [section("Table 7: efficiency (peak training memory, step time, Avg Mean@k)", to_markdown(summary), "table7")]
+    parts = [section("Table 7: efficiency (peak training memory, step time, Avg Mean@k)", to_markdown(summary),
+                     "table7")]
     if FIGURE1 in figures:
         parts.append(section("Figure 1: accuracy against peak training memory", image(FIGURE1, figures, "Figure 1")))
     return parts
@@ -237,7 +239,8 @@ def wall_time(t: pl.DataFrame) -> str:
 
 def lineage(runs: pl.DataFrame | None) -> str:
     """Which inputs, by hash, made which output: the newest lineage row per asset and partition."""
-    hashes = [c for c in ("buffer_hash", "checkpoint_hash", "base_model_hash") if runs is not None and c in runs.columns]
+    columns = [] if runs is None else runs.columns
+    hashes = [c for c in ("buffer_hash", "checkpoint_hash", "base_model_hash") if c in columns]
     if not hashes:
         return ""
     return section("Lineage (which inputs, by hash, made which output; view `runs`)", to_markdown(

@@ -35,9 +35,8 @@ def benchmarks(context: dg.AssetExecutionContext, rift: RunProfile, storage: Rif
     frames = {name: load_problems(name, data_root=p.data_root, limit=p.evaluation.limit, seed=p.seed,
                                   fmt=p.problem_format(name)).with_columns(pl.lit(name).alias("benchmark"))
               for name in p.benchmarks}
-    root = storage.root(p.name)
-    storage.store(context, p.name, {str(storage.benchmark_path(p.name, name).relative_to(root)): df
-                                    for name, df in frames.items()}, output=root / "benchmarks")
+    storage.store(context, p.name, {storage.benchmark_path(p.name, name): df for name, df in frames.items()},
+                  output=storage.root(p.name) / "benchmarks")
     counts = pl.DataFrame([{"benchmark": name, "problems": len(df)} for name, df in frames.items()])
     return dg.MaterializeResult(metadata={
         **table_metadata(pl.concat(frames.values(), how="diagonal_relaxed")),
@@ -97,8 +96,7 @@ def benchmark_scores(context: dg.AssetExecutionContext, rift: RunProfile, storag
                                       root / "eval" / key / f"seed={seed}", seed)
     scores = scores.with_columns(pl.lit(key).alias("model"))
     lineage = {**lineage, "base_model_hash": base["hash"]}
-    storage.store(context, p.name, {str(storage.scores_path(p.name, key, seed).relative_to(root)): scores},
-                  method=key, seed=seed, **lineage)
+    storage.store(context, p.name, {storage.scores_path(p.name, key, seed): scores}, method=key, seed=seed, **lineage)
     tables = results_markdown(read_scores(storage, p))
     yield dg.MaterializeResult(metadata={
         **metadata,

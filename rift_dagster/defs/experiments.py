@@ -202,7 +202,8 @@ def k_rollouts(context: dg.AssetExecutionContext, rift: RunProfile, storage: Rif
                       storage.root(p.name) / "problems.parquet", work / "chunks", work / "rollouts.parquet", k=k)
     labels = label(context, rift, p, pl.read_parquet(work / "rollouts.parquet"))
     table = k_ablation_table(labels, sorted(p.experiments.ks)).drop("model")
-    storage.store(context, p.name, {"experiments/k/labels.parquet": labels, "experiments/k/buffer_stats.parquet": table})
+    storage.store(context, p.name, {"experiments/k/labels.parquet": labels,
+                                    "experiments/k/buffer_stats.parquet": table})
     return dg.MaterializeResult(metadata={**metadata, "k": k, "tables_9_10": dg.MetadataValue.md(to_markdown(table))})
 
 
@@ -254,10 +255,11 @@ def second_round_scores(context: dg.AssetExecutionContext, rift: RunProfile, sto
     after, metadata = train_rift_and_score(context, rift, storage, pipes_client, p, str(start_from), labels,
                                                     work, seed, f"{source} + RIFT", k=small_k)
     scores = pl.concat([before.with_columns(pl.lit(source).alias("model")), after], how="diagonal_relaxed")
+    name = f"{source}-seed{seed}.parquet"
     storage.store(context, p.name, {
-        f"experiments/second_round/scores/{source}-seed{seed}.parquet": scores.with_columns(pl.lit(source).alias("source")),
-        f"experiments/second_round/buffers/{source}-seed{seed}.parquet": stats.with_columns(pl.lit(seed).alias("seed")),
-        str((work / "labels.parquet").relative_to(storage.root(p.name))): labels})
+        f"experiments/second_round/scores/{name}": scores.with_columns(pl.lit(source).alias("source")),
+        f"experiments/second_round/buffers/{name}": stats.with_columns(pl.lit(seed).alias("seed")),
+        work / "labels.parquet": labels})
     yield dg.MaterializeResult(metadata={**metadata, "buffer": dg.MetadataValue.md(to_markdown(stats)),
                                          **table_metadata(scores)})
 

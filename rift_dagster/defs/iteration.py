@@ -73,7 +73,7 @@ def round_labels(context: dg.AssetExecutionContext, rift: RunProfile, storage: R
     with writing(context, rift, path):
         roll = pl.read_parquet(round_dir(storage, p, key) / "rollouts.parquet")
         labels = label(context, rift, p, roll)
-        storage.store(context, p.name, {str(path.relative_to(storage.root(p.name))): labels}, hash_as="buffer_hash")
+        storage.store(context, p.name, {path: labels}, hash_as="buffer_hash")
     yield dg.MaterializeResult(metadata={
         **label_metadata(labels, path, time.time() - start),
         "table1": dg.MetadataValue.md(to_markdown(short_models(buffer_table(labels)))),

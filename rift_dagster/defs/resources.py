@@ -1,10 +1,11 @@
 """Resources a user edits in the Launchpad: which run profile, how steps are launched, where data lives.
 
-Storage design (DESIGN.md section 4): every asset writes Parquet by atomic rename under
-`<data_dir>/<profile>/`, and the DuckDB file users open, `<data_dir>/<profile>/rift.duckdb`, holds
-only VIEWs over those files. The views are published as a fresh database file renamed over the old
-one, so the pipeline never needs a write lock on a file a user has open: an open read-only (or even
-read-write) SQL session keeps working and its views read the new Parquet files on the next query.
+Storage design (DESIGN.md section 4): every asset writes Parquet by atomic rename under `<data_dir>/<profile>/`,
+and the DuckDB file users open, `<data_dir>/<profile>/rift.duckdb`, holds only VIEWs over those files. The views
+are published as a fresh database file renamed over the old one, so the pipeline never needs a write lock on a file
+a user has open: an open read-only (or even read-write) SQL session keeps working and its views read the new Parquet
+files on the next query. `RiftStorage.store` is the one call an asset makes for all of it: its files, its lineage
+row, the views.
 """
 import hashlib
 import json
@@ -77,7 +78,7 @@ class RunProfile(dg.ConfigurableResource):
     wait_for_lock: bool = False
 
     def load(self):
-        from rift_core.profiles import load_profile  # imports torch (through the trainer's config): only when a run loads it
+        from rift_core.profiles import load_profile  # imports torch (the trainer's config): only when a run needs it
 
         return load_profile(self.profile)
 
@@ -171,12 +172,12 @@ class RiftStorage(dg.ConfigurableResource):
     def write(self, df, profile: str, relpath: str) -> Path:
         return write_parquet_atomic(df, self.root(profile) / relpath)
 
-    def store(self, context, profile: str, files: Mapping[str, object] | None = None, *,
+    def store(self, context, profile: str, files: Mapping[str | Path, object] | None = None, *,
               output: str | os.PathLike | None = None, hash_as: str | None = None, **lineage) -> str | None:
-        """What every asset does with its results: write `files` ({path under the profile's folder: what `write_file`
-        writes}), each by atomic rename; append the lineage row (view `runs`)
-        naming `output` (default: the first file) with the `lineage` fields, and with `output`'s own hash under the
-        name `hash_as` if given; then publish the SQL views. Returns that hash (None without `hash_as`)."""
+        """What every asset does with its results: write `files` ({path, a relative one under the profile's folder:
+        a value `write_file` writes}), each by atomic rename; append the lineage row (view `runs`) naming `output`
+        (default: the first file) with the `lineage` fields, and with `output`'s own hash under the name `hash_as`
+        if given; then publish the SQL views. Returns that hash (None without `hash_as`)."""
         written = [write_file(value, self.root(profile) / relpath) for relpath, value in (files or {}).items()]
         if output is None and not written:
             raise ValueError("store() needs the files to write or the `output` a step wrote itself")
