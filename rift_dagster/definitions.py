@@ -1,5 +1,9 @@
 """The Dagster code location: everything in `rift_dagster/defs/` (one module per domain), with each asset
-linked to its source. `dg dev`, `make ui` (`dagster dev -w workspace.yaml`) and the tests load this."""
+linked to its source. `dg dev`, `make ui` (`dagster dev -w workspace.yaml`) and the tests load this.
+
+The folder is loaded module by module, and every Dagster object a module holds at its top level counts as one
+of its definitions; so a module refers to another domain's assets through that module (`problems.base_model`),
+never by importing them by name, which would define them twice."""
 import warnings
 from pathlib import Path
 
@@ -11,8 +15,7 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)  # code references ar
 @dg.definitions
 def defs() -> dg.Definitions:
     loaded = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
-    assets = list({id(a): a for a in loaded.assets}.values())  # modules import each other's assets
     return dg.Definitions(
-        assets=dg.with_source_code_references(assets), asset_checks=loaded.asset_checks, jobs=loaded.jobs,
+        assets=dg.with_source_code_references(loaded.assets), asset_checks=loaded.asset_checks, jobs=loaded.jobs,
         schedules=loaded.schedules, sensors=loaded.sensors, resources=loaded.resources,
     )

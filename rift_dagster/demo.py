@@ -318,9 +318,9 @@ def tables(profile: str, data_dir: str = "data") -> dict[str, str]:
     """Table 1, Table 4, the Mean@k / Pass@k tables (mean ± std over seeds) and RIFT against the baselines, read
     back through the user's SQL catalog."""
     from rift_core.profiles import load_profile
+    from rift_core.report import results_markdown
     from rift_core.stats import to_markdown
 
-    from rift_dagster.defs.evaluation import results_markdown
     from rift_dagster.defs.resources import RiftStorage
     from rift_dagster.defs.rewards import short_models
     from rift_dagster.sql import connect

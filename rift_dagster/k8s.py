@@ -21,6 +21,8 @@ import kubernetes.client
 from dagster_k8s import PipesK8sClient, k8s_job_executor
 from dagster_k8s.models import k8s_snake_case_dict
 
+from rift_dagster.defs.resources import RiftStorage
+
 GPU_STEPS = frozenset({"train", "generate", "evaluate"})  # extras["step"] values whose pod gets GPUs
 GPU_RESOURCE = "nvidia.com/gpu"
 
@@ -123,7 +125,5 @@ def k8s_overrides(image: str, gpus: int = 1, train_gpus: int | None = None, name
     config.update(executor_config or {})
     resources: dict[str, Any] = {"pipes_client": client}
     if data_pvc:
-        from rift_dagster.defs.resources import RiftStorage
-
         resources["storage"] = RiftStorage(data_dir=data_dir)
     return {"resources": resources, "executor": k8s_job_executor.configured(config)}

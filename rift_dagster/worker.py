@@ -15,7 +15,17 @@ import os
 import time
 from pathlib import Path
 
-from rift_dagster.defs import checks
+import polars as pl
+from dagster_pipes import (PipesContext, PipesDefaultContextLoader, PipesDefaultMessageWriter,
+                           PipesEnvVarParamsLoader, PipesMappingParamsLoader, open_dagster_pipes)
+from rift_core import locks
+from rift_core.evaluate import evaluate
+from rift_core.figures import loss_curves, markdown_image, save_png
+from rift_core.generation import GenerationConfig, generate_rollouts
+from rift_core.io import write_parquet_atomic
+from rift_core.stats import to_markdown
+
+from rift_dagster import checks
 
 PROGRESS_EVERY_S = 10.0
 
@@ -51,8 +61,6 @@ def path(p) -> dict:
 def writing(target, extras: dict, log):
     """Hold the lock of an output this step writes (rift_core.locks.hold); on rank 0 only, as the other ranks of
     an `accelerate launch` work for the same run."""
-    from rift_core import locks
-
     if int(os.environ.get("RANK", "0")) != 0:
         return contextlib.nullcontext()
     return locks.hold(target, wait=extras.get("wait_for_lock", False), log=log)
@@ -61,22 +69,20 @@ def writing(target, extras: dict, log):
 @contextlib.contextmanager
 def run_id_env(run_id: str | None):
     """$RIFT_RUN_ID = the Dagster run this step works for, while it runs: the locks' owner records name it."""
-    from rift_core.locks import RUN_ID_ENV
-
-    previous = os.environ.get(RUN_ID_ENV)
+    previous = os.environ.get(locks.RUN_ID_ENV)
     if run_id:
-        os.environ[RUN_ID_ENV] = run_id
+        os.environ[locks.RUN_ID_ENV] = run_id
     try:
         yield
     finally:
         if previous is None:
-            os.environ.pop(RUN_ID_ENV, None)
+            os.environ.pop(locks.RUN_ID_ENV, None)
         else:
-            os.environ[RUN_ID_ENV] = previous
+            os.environ[locks.RUN_ID_ENV] = previous
 
 
 def train_step(extras: dict, log, report) -> None:
-    from rift_core.trainer import TrainConfig, train
+    from rift_core.trainer import TrainConfig, train  # imports torch: only in a training step
 
     cfg = TrainConfig(**extras["config"])
     with writing(cfg.output_dir, extras, log):  # its work dir, the checkpoint and the loss curve beside it
@@ -85,8 +91,6 @@ def train_step(extras: dict, log, report) -> None:
                     wait_for_lock=extras.get("wait_for_lock", False))
         if report is None:
             return
-        from rift_core.figures import loss_curves, markdown_image, save_png
-
         fig = loss_curves({cfg.method: run.get("loss_history") or []}, f"{cfg.method}: loss per step")
         save_png(fig, Path(cfg.output_dir) / "loss_curve.png")  # beside the weights
     scalars = {k: v for k, v in run.items() if isinstance(v, (int, float, str, bool)) and v is not None}
@@ -114,10 +118,6 @@ def rollout_metadata(df, output, seconds: float) -> dict:
 
 
 def generate_step(extras: dict, log, report) -> None:
-    import polars as pl
-    from rift_core.generation import GenerationConfig, generate_rollouts
-    from rift_core.io import write_parquet_atomic
-
     start = time.time()
     with writing(extras["output"], extras, log):  # the chunk folder: generate_rollouts holds it
         log(f"sampling from {extras['model']}; resumable chunks in {extras['chunks']}")
@@ -130,12 +130,6 @@ def generate_step(extras: dict, log, report) -> None:
 
 
 def evaluate_step(extras: dict, log, report) -> None:
-    import polars as pl
-    from rift_core.evaluate import evaluate
-    from rift_core.generation import GenerationConfig
-    from rift_core.io import write_parquet_atomic
-    from rift_core.stats import to_markdown
-
     start = time.time()
     bench = {name: pl.read_parquet(f) for name, f in extras["benchmarks"].items()}
     gen = GenerationConfig(**extras["config"])
@@ -166,12 +160,10 @@ def run(extras: dict, pipes=None) -> None:
     if step not in STEPS:
         raise ValueError(f"unknown step {step!r}; expected one of {', '.join(STEPS)}")
     log = pipes.log.info if pipes is not None else (lambda line: print(line, flush=True))
-    from rift_core.locks import OutputLocked
-
     with run_id_env(pipes.run_id if pipes is not None else None):
         try:
             STEPS[step](extras, log, pipes)
-        except OutputLocked as e:  # in the run's log as an error, not only in the child's traceback
+        except locks.OutputLocked as e:  # in the run's log as an error, not only in the child's traceback
             if pipes is not None:
                 pipes.log.error(str(e))
             raise
@@ -179,9 +171,6 @@ def run(extras: dict, pipes=None) -> None:
 
 def run_in_process(bootstrap_env: dict) -> None:
     """The same child inside the caller's process (the in-process Pipes client of fast tests)."""
-    from dagster_pipes import (PipesContext, PipesDefaultContextLoader, PipesDefaultMessageWriter,
-                               PipesMappingParamsLoader)
-
     with PipesContext(PipesMappingParamsLoader(bootstrap_env), PipesDefaultContextLoader(),
                       PipesDefaultMessageWriter()) as pipes:
         run(pipes.extras, pipes)
@@ -189,8 +178,6 @@ def run_in_process(bootstrap_env: dict) -> None:
 
 def _extras_only() -> dict:
     """The step's parameters without opening the message channel: ranks other than 0 read, never report."""
-    from dagster_pipes import PipesDefaultContextLoader, PipesEnvVarParamsLoader
-
     params = PipesEnvVarParamsLoader().load_context_params()
     with PipesDefaultContextLoader().load_context(params) as data:
         return dict(data["extras"])
@@ -200,8 +187,6 @@ def main() -> None:
     if int(os.environ.get("RANK", "0")) != 0:
         run(_extras_only())
         return
-    from dagster_pipes import open_dagster_pipes
-
     with open_dagster_pipes() as pipes:
         run(pipes.extras, pipes)
 

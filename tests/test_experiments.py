@@ -2,6 +2,7 @@
 process as `make report PROFILE=smoke` runs them: the report's sections and figures, one SQL view per table with a
 seed column where replicates exist, and the numbers the tables are made of."""
 import shutil
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -48,6 +49,16 @@ def test_the_report_has_every_table_and_its_figures_are_pngs(experiments):
     assert len(pngs) >= 4 and all(p.read_bytes().startswith(PNG) for p in pngs)
     for png in pngs:  # every figure is linked from the report
         assert f"({png.name})" in text, png.name
+
+
+def test_the_report_names_files_relative_to_the_project_or_the_data_folder(experiments):
+    from rift_dagster.defs.report import PROJECT
+
+    root, _, _ = experiments
+    line = (root / "report" / "README.md").read_text().splitlines()[2]
+    profile_file = Path(load_profile("smoke").source).relative_to(PROJECT).as_posix()
+    assert f"Profile file: `{profile_file}`. Base model: `<data_dir>/toy_policies/toy-base-" in line
+    assert str(PROJECT) not in line and str(root.parent) not in line
 
 
 def test_one_view_per_table_with_a_seed_column_where_replicates_exist(experiments):

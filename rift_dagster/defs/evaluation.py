@@ -4,15 +4,19 @@ import time
 from dataclasses import asdict
 
 import dagster as dg
+import polars as pl
+from rift_core.data import load_problems
+from rift_core.report import MODELS, results_markdown, scored_models
+from rift_core.results import comparisons, seed_long
 from rift_core.stats import to_markdown
 
-from rift_dagster.defs.problems import base_model, base_model_info, seed_partitions
+from rift_dagster.defs import problems, training
 from rift_dagster.defs.resources import (RiftStorage, RunProfile, file_hash, read_parquets, run_step, settings_key,
                                          table_metadata)
-from rift_dagster.defs.training import METHODS, checkpoints, partition
+from rift_dagster.defs.training import METHODS, partition
 
-MODELS = ["base", *METHODS]
-model_partitions = dg.MultiPartitionsDefinition({"model": dg.StaticPartitionsDefinition(MODELS), "seed": seed_partitions})
+model_partitions = dg.MultiPartitionsDefinition({"model": dg.StaticPartitionsDefinition(MODELS),
+                                                 "seed": problems.seed_partitions})
 # benchmark_scores[model, seed] reads checkpoints[model, seed]; the base model's scores need no checkpoint
 same_method_and_seed = dg.MultiPartitionMapping({
     "method": dg.DimensionPartitionMapping("model", dg.StaticPartitionMapping({m: m for m in METHODS})),
@@ -24,46 +28,25 @@ same_method_and_seed = dg.MultiPartitionMapping({
 def benchmarks(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftStorage) -> dg.MaterializeResult:
     """The profile's evaluation sets (paper: GSM8K, MATH-500, Minerva Math, OlympiadBench, AIME24,
     AMC23, College Math), one Parquet file each, with the profile's per-benchmark limit applied."""
-    import polars as pl
-    from rift_core.data import load_problems
-
     p = rift.load()
     wanted = {storage.benchmark_path(p.name, name) for name in p.benchmarks}
     for stale in set((storage.root(p.name) / "benchmarks").glob("*.parquet")) - wanted:
         stale.unlink()  # a benchmark the profile no longer lists is no longer scored
-    counts, frames = [], []
-    for name in p.benchmarks:
-        df = load_problems(name, data_root=p.data_root, limit=p.evaluation.limit, seed=p.seed,
-                           fmt=p.problem_format(name))
-        frames.append(df.with_columns(pl.lit(name).alias("benchmark")))
-        storage.write(frames[-1], p.name, str(storage.benchmark_path(p.name, name).relative_to(storage.root(p.name))))
-        counts.append({"benchmark": name, "problems": len(df)})
-    storage.record_run(context, p.name, path=storage.root(p.name) / "benchmarks")
-    storage.publish_views(p.name)
+    frames = {name: load_problems(name, data_root=p.data_root, limit=p.evaluation.limit, seed=p.seed,
+                                  fmt=p.problem_format(name)).with_columns(pl.lit(name).alias("benchmark"))
+              for name in p.benchmarks}
+    storage.store(context, p.name, {storage.benchmark_path(p.name, name): df for name, df in frames.items()},
+                  output=storage.root(p.name) / "benchmarks")
+    counts = pl.DataFrame([{"benchmark": name, "problems": len(df)} for name, df in frames.items()])
     return dg.MaterializeResult(metadata={
-        **table_metadata(pl.concat(frames, how="diagonal_relaxed")),
-        "benchmarks": dg.MetadataValue.md(to_markdown(pl.DataFrame(counts))),
+        **table_metadata(pl.concat(frames.values(), how="diagonal_relaxed")),
+        "benchmarks": dg.MetadataValue.md(to_markdown(counts)),
     })
-
-
-def in_paper_order(scores):
-    """Score rows ordered base, sft, dft, rft, dpo, rift, naive (the row order of the results tables)."""
-    import polars as pl
-
-    return scores.sort(pl.col("model").cast(pl.Enum(MODELS)), maintain_order=True)
 
 
 def read_scores(storage: RiftStorage, profile):
     """Every score row written so far (all models and seeds), or None."""
     return read_parquets(storage.root(profile.name) / "scores")
-
-
-def results_markdown(scores) -> dict:
-    """Tables 2/3 over the models scored so far: mean ± std over replicate seeds, in %."""
-    from rift_core.results import seed_table
-
-    models = [m for m in MODELS if m in set(scores["model"])]
-    return {f"{metric}": to_markdown(seed_table(scores, metric, models=models)) for metric in ("mean_at_k", "pass_at_k")}
 
 
 def score(context, rift: RunProfile, storage: RiftStorage, pipes_client: dg.PipesClient, profile, model: str,
@@ -72,8 +55,6 @@ def score(context, rift: RunProfile, storage: RiftStorage, pipes_client: dg.Pipe
     with the evaluation settings at replicate `seed` (GenerationConfig `sampling` overrides, e.g. k). Work goes to
     `work_dir/<hash of the inputs>/`, so the same inputs resume an interrupted evaluation from its chunks. Returns
     (scores frame with a `seed` column, the child's metadata, its checks)."""
-    import polars as pl
-
     if bench is None:
         bench = {name: storage.benchmark_path(profile.name, name) for name in profile.benchmarks}
     missing = [name for name, f in bench.items() if not f.exists()]
@@ -91,19 +72,17 @@ def score(context, rift: RunProfile, storage: RiftStorage, pipes_client: dg.Pipe
 
 @dg.asset(
     group_name="evaluation", partitions_def=model_partitions, kinds={"pytorch", "parquet"}, pool="compute",
-    deps=[base_model, benchmarks, dg.AssetDep(checkpoints, partition_mapping=same_method_and_seed)],
+    deps=[problems.base_model, benchmarks, dg.AssetDep(training.checkpoints, partition_mapping=same_method_and_seed)],
     check_specs=[dg.AssetCheckSpec("scores_valid", asset="benchmark_scores")],
 )
 def benchmark_scores(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftStorage,
                      pipes_client: dg.ResourceParam[dg.PipesClient]):
     """Mean@k and Pass@k on every benchmark for the base model (`base`) or one method's checkpoint, sampled with
     the replicate seed (the base model is scored at every seed too)."""
-    import polars as pl
-
     key, seed = partition(context, "model")
     p = rift.load()
     root = storage.root(p.name)
-    base = base_model_info(storage, p)
+    base = problems.base_model_info(storage, p)
     if key == "base":
         model, lineage = base["path"], {}
     else:
@@ -116,10 +95,8 @@ def benchmark_scores(context: dg.AssetExecutionContext, rift: RunProfile, storag
     scores, metadata, results = score(context, rift, storage, pipes_client, p, model,
                                       root / "eval" / key / f"seed={seed}", seed)
     scores = scores.with_columns(pl.lit(key).alias("model"))
-    path = storage.write(scores, p.name, str(storage.scores_path(p.name, key, seed).relative_to(root)))
     lineage = {**lineage, "base_model_hash": base["hash"]}
-    storage.record_run(context, p.name, path=path, method=key, seed=seed, **lineage)
-    storage.publish_views(p.name)
+    storage.store(context, p.name, {storage.scores_path(p.name, key, seed): scores}, method=key, seed=seed, **lineage)
     tables = results_markdown(read_scores(storage, p))
     yield dg.MaterializeResult(metadata={
         **metadata,
@@ -137,22 +114,16 @@ def results(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftSt
     """The paper's Tables 2/3 with their spread: Mean@k and Pass@k per method and benchmark as mean ± std over the
     replicate seeds (SQL view `results`), and RIFT against RFT, SFT, DFT and DPO: the difference of Avg Mean@k
     with a 95% paired bootstrap interval over problems and seeds (view `comparisons`)."""
-    import polars as pl
-    from rift_core.results import comparisons, seed_long
-
     p = rift.load()
     scores = read_scores(storage, p)
     if scores is None:
         raise dg.Failure("no benchmark_scores partition is materialised yet; materialise benchmark_scores first")
-    models = [m for m in MODELS if m in set(scores["model"])]
+    models = scored_models(scores)
     long = pl.concat([seed_long(scores, metric, models=models) for metric in ("mean_at_k", "pass_at_k")])
     if "rift" not in models:
         raise dg.Failure("benchmark_scores has no `rift` partition yet: the comparisons need RIFT's scores")
     versus = comparisons(scores)
-    storage.write(long, p.name, "results.parquet")
-    storage.write(versus, p.name, "comparisons.parquet")
-    storage.record_run(context, p.name, path=storage.root(p.name) / "results.parquet")
-    storage.publish_views(p.name)
+    storage.store(context, p.name, {"results.parquet": long, "comparisons.parquet": versus})
     tables = results_markdown(scores)
     seeds = sorted(scores["seed"].unique().to_list())
     return dg.MaterializeResult(metadata={

@@ -11,16 +11,23 @@ import json
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
+from rift_core.collapse import collapse_table, epoch_dirs, verdict
+from rift_core.data import load_problems
+from rift_core.figures import accuracy_vs_memory, collapse_figure, markdown_image
+from rift_core.report import COLLAPSE_FIGURE, FIGURE1, MODELS
+from rift_core.rewards import assign_rewards
 from rift_core.schemes import PAPER_VARIANTS
-from rift_core.stats import to_markdown
+from rift_core.stats import buffer_table, k_ablation_table, mixed_table, to_markdown
 
-from rift_dagster.defs.evaluation import MODELS, benchmark_scores, benchmarks, read_scores, score
+from rift_dagster.defs import evaluation, iteration, problems, rewards, training
+from rift_dagster.defs.evaluation import read_scores, score
 from rift_dagster.defs.generation import sample
-from rift_dagster.defs.iteration import round_checkpoint, round_dir, round_partitions
-from rift_dagster.defs.problems import DYNAMIC, base_model, base_model_info, seed_partitions, seed_problems
-from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash, table_metadata
-from rift_dagster.defs.rewards import label, reward_labels
-from rift_dagster.defs.training import checkpoints, train, write_train_data
+from rift_dagster.defs.iteration import round_dir, round_partitions
+from rift_dagster.defs.problems import DYNAMIC, base_model_info, seed_partitions
+from rift_dagster.defs.resources import RiftStorage, RunProfile, table_metadata
+from rift_dagster.defs.rewards import label
+from rift_dagster.defs.training import train, write_train_data
 
 GROUP = "experiments"
 # the keys are the profile's selection (problems.PROFILE_PARTITIONS), so "Materialize all" runs what it selects
@@ -48,8 +55,6 @@ def train_rift_and_score(context, rift, storage, pipes_client, p, model: str, la
                          name: str, **sampling):
     """RIFT trained from `model` on `labels` at replicate `seed` into `work/checkpoint`, then scored on the
     benchmarks (sampling overrides, e.g. k); (the score rows named `name`, the training's metadata)."""
-    import polars as pl
-
     data, _ = write_train_data(storage, p, "rift", labels,
                                str((work / "train_data.parquet").relative_to(storage.root(p.name))))
     metadata, _ = train(context, rift, pipes_client, p, "rift", model, data, work / "checkpoint", seed=seed)
@@ -65,8 +70,6 @@ def train_rift_and_score(context, rift, storage, pipes_client, p, model: str, la
 def validation_problems(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftStorage):
     """The profile's validation problems (`experiments.validation`): learning rates are chosen and the collapse is
     watched on them, never on a benchmark."""
-    from rift_core.data import load_problems
-
     p = rift.load()
     if not p.experiments.validation:
         raise dg.Failure(f"profile {p.name!r} sets no `experiments.validation` source (e.g. toy:validation); "
@@ -76,8 +79,7 @@ def validation_problems(context: dg.AssetExecutionContext, rift: RunProfile, sto
                          "on it would tune on the test set", allow_retries=False)
     df = load_problems(p.experiments.validation, data_root=p.data_root, limit=p.experiments.validation_limit,
                        seed=p.seed, fmt=p.problem_format(p.experiments.validation))
-    path = storage.write(df, p.name, "experiments/validation.parquet")
-    storage.record_run(context, p.name, path=path, content_hash=file_hash(path))
+    storage.store(context, p.name, {"experiments/validation.parquet": df}, hash_as="content_hash")
     return dg.MaterializeResult(metadata={**table_metadata(df), "source": p.experiments.validation})
 
 
@@ -88,14 +90,12 @@ def validation_score(context, rift, storage, pipes_client, p, model: str, work: 
 
 
 @dg.asset(group_name=GROUP, partitions_def=method_partitions, kinds={"pytorch", "parquet"}, pool="compute",
-          deps=[validation_problems, reward_labels, base_model])
+          deps=[validation_problems, rewards.reward_labels, problems.base_model])
 def lr_sweep(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftStorage,
              pipes_client: dg.ResourceParam[dg.PipesClient]) -> dg.MaterializeResult:
     """One method trained at its profile rate times each of `experiments.lr_factors` (first replicate seed) and
     scored on the validation split beside the base model; the best rate by validation Mean@k is the one to write
     into the profile (`methods.<method>.learning_rate`). SQL view `lr_sweep`."""
-    import polars as pl
-
     method, p = context.partition_key, rift.load()
     check_selected(method, p.experiments.lr_sweep_methods, "method", p)
     seed, base = p.experiment_seeds[0], base_model_info(storage, p)
@@ -119,8 +119,7 @@ def lr_sweep(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftS
     best = tried.sort("mean_at_k", descending=True).row(0, named=True)
     base_score = rows[0]["mean_at_k"]
     table = table.with_columns((pl.col("learning_rate") == best["learning_rate"]).fill_null(False).alias("chosen"))
-    storage.write(table, p.name, f"experiments/lr_sweep/{method}.parquet")
-    storage.publish_views(p.name)
+    storage.store(context, p.name, {f"experiments/lr_sweep/{method}.parquet": table})
     below = best["mean_at_k"] < base_score
     if below:
         context.log.warning(f"{method}: every rate in the sweep ends below the base model on validation "
@@ -133,16 +132,12 @@ def lr_sweep(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftS
 
 
 @dg.asset(group_name=GROUP, kinds={"pytorch", "parquet"}, pool="compute",
-          deps=[validation_problems, reward_labels, base_model])
+          deps=[validation_problems, rewards.reward_labels, problems.base_model])
 def collapse(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftStorage,
              pipes_client: dg.ResourceParam[dg.PipesClient]) -> dg.MaterializeResult:
     """The paper's Theorem 3.2, shown: the naive reward-weighted NLL and RIFT trained on the same buffer at the same
     rate for `experiments.collapse_epochs` epochs, each epoch's weights scored on the validation split. The naive
     loss falls without bound while its accuracy collapses; RIFT's stays bounded. SQL view `collapse`."""
-    import polars as pl
-    from rift_core.collapse import collapse_table, epoch_dirs, verdict
-    from rift_core.figures import collapse_figure, markdown_image, save_png
-
     p = rift.load()
     seed, base = p.experiment_seeds[0], base_model_info(storage, p)
     rate = p.experiments.collapse_learning_rate or p.train_config("rift", base["path"], "").learning_rate
@@ -161,10 +156,8 @@ def collapse(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftS
             scored.append({"method": method, "epoch": epoch, "mean_at_k": s["mean_at_k"]})
     table = collapse_table(runs, pl.DataFrame(scored))
     table = table.with_columns(pl.lit(rate).alias("learning_rate"), pl.lit(seed).alias("seed"))
-    storage.write(table, p.name, "experiments/collapse.parquet")
     fig = collapse_figure(table, title=f"naive vs RIFT at lr {rate:.3g}")
-    save_png(fig, storage.root(p.name) / "report" / "collapse.png")
-    storage.publish_views(p.name)
+    storage.store(context, p.name, {"experiments/collapse.parquet": table, f"report/{COLLAPSE_FIGURE}": fig})
     return dg.MaterializeResult(metadata={
         "collapse": dg.MetadataValue.md(to_markdown(table)), "verdict": verdict(table),
         "figure": dg.MetadataValue.md(markdown_image(fig, "collapse: loss and validation Mean@k per epoch")),
@@ -175,14 +168,11 @@ def collapse(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftS
 
 
 @dg.asset(group_name=GROUP, partitions_def=variant_partitions, kinds={"pytorch", "parquet"}, pool="compute",
-          deps=[reward_labels, base_model, benchmarks])
+          deps=[rewards.reward_labels, problems.base_model, evaluation.benchmarks])
 def reward_scheme_scores(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftStorage,
                          pipes_client: dg.ResourceParam[dg.PipesClient]):
     """RIFT trained on the one rollout buffer relabelled with one reward variant of the paper's Table 6 (constant
     r_neg -0.2/-0.5/-0.8, Gaussian, GPG mean-centred, GPG scaled), at one replicate seed, and scored."""
-    import polars as pl
-    from rift_core.rewards import assign_rewards
-
     variant, seed = keys(context)["variant"], int(keys(context)["seed"])
     p = rift.load()
     check_selected(variant, p.experiments.reward_variants, "reward variant", p)
@@ -191,8 +181,7 @@ def reward_scheme_scores(context: dg.AssetExecutionContext, rift: RunProfile, st
     work = root(storage, p) / "reward_schemes" / variant / f"seed={seed}"
     scores, metadata = train_rift_and_score(context, rift, storage, pipes_client, p,
                                                      base_model_info(storage, p)["path"], labels, work, seed, variant)
-    storage.write(scores, p.name, f"experiments/reward_schemes/scores/{variant}-seed{seed}.parquet")
-    storage.publish_views(p.name)
+    storage.store(context, p.name, {f"experiments/reward_schemes/scores/{variant}-seed{seed}.parquet": scores})
     yield dg.MaterializeResult(metadata={**metadata, **table_metadata(scores),
                                          "avg_mean_at_k": round(100 * float(scores["mean_at_k"].mean()), 2)})
 
@@ -200,36 +189,31 @@ def reward_scheme_scores(context: dg.AssetExecutionContext, rift: RunProfile, st
 # ------------------------------------------------------------------------------------------- Tables 8-10: K
 
 
-@dg.asset(group_name=GROUP, deps=[seed_problems, base_model], kinds={"pytorch", "parquet"}, pool="compute")
+@dg.asset(group_name=GROUP, deps=[problems.seed_problems, problems.base_model], kinds={"pytorch", "parquet"},
+          pool="compute")
 def k_rollouts(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftStorage,
                pipes_client: dg.ResourceParam[dg.PipesClient]) -> dg.MaterializeResult:
     """One labelled generation at the largest K of `experiments.ks` (paper: 16); the buffer of a smaller K is each
     problem's first K samples. The samples of a problem are independent draws from the same policy, so the first K
     of them are distributed exactly as K sampled afresh (docs/ARCHITECTURE.md). Tables 9/10: view `table9_10`."""
-    import polars as pl
-    from rift_core.stats import k_ablation_table
-
     p = rift.load()
     work = root(storage, p) / "k"
     k = max(p.experiments.ks)
     metadata = sample(context, rift, pipes_client, p, base_model_info(storage, p)["path"],
                       storage.root(p.name) / "problems.parquet", work / "chunks", work / "rollouts.parquet", k=k)
     labels = label(context, rift, p, pl.read_parquet(work / "rollouts.parquet"))
-    storage.write(labels, p.name, "experiments/k/labels.parquet")
     table = k_ablation_table(labels, sorted(p.experiments.ks)).drop("model")
-    storage.write(table, p.name, "experiments/k/buffer_stats.parquet")
-    storage.publish_views(p.name)
+    storage.store(context, p.name, {"experiments/k/labels.parquet": labels,
+                                    "experiments/k/buffer_stats.parquet": table})
     return dg.MaterializeResult(metadata={**metadata, "k": k, "tables_9_10": dg.MetadataValue.md(to_markdown(table))})
 
 
-@dg.asset(group_name=GROUP, partitions_def=k_partitions, deps=[k_rollouts, benchmarks], kinds={"pytorch", "parquet"},
-          pool="compute")
+@dg.asset(group_name=GROUP, partitions_def=k_partitions, deps=[k_rollouts, evaluation.benchmarks],
+          kinds={"pytorch", "parquet"}, pool="compute")
 def k_scores(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftStorage,
              pipes_client: dg.ResourceParam[dg.PipesClient]):
     """RIFT trained on the first K samples of each problem at one replicate seed, scored with the paper's Mean@3 /
     Pass@3 (`experiments.small_k` samples)."""
-    import polars as pl
-
     k, seed = int(keys(context)["k"]), int(keys(context)["seed"])
     p = rift.load()
     check_selected(str(k), p.experiments.ks, "K", p)
@@ -239,8 +223,7 @@ def k_scores(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftS
                                                      base_model_info(storage, p)["path"], labels, work, seed,
                                                      f"K={k}", k=p.experiments.small_k)
     scores = scores.with_columns(pl.lit(k).alias("train_k"))
-    storage.write(scores, p.name, f"experiments/k/scores/k{k}-seed{seed}.parquet")
-    storage.publish_views(p.name)
+    storage.store(context, p.name, {f"experiments/k/scores/k{k}-seed{seed}.parquet": scores})
     yield dg.MaterializeResult(metadata={**metadata, **table_metadata(scores)})
 
 
@@ -248,16 +231,14 @@ def k_scores(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftS
 
 
 @dg.asset(group_name=GROUP, partitions_def=source_partitions, kinds={"pytorch", "parquet"}, pool="compute",
-          deps=[benchmarks, seed_problems, dg.AssetDep(checkpoints, partition_mapping=dg.MultiPartitionMapping({
+          deps=[evaluation.benchmarks, problems.seed_problems,
+                dg.AssetDep(training.checkpoints, partition_mapping=dg.MultiPartitionMapping({
               "method": dg.DimensionPartitionMapping("source", dg.IdentityPartitionMapping()),
               "seed": dg.DimensionPartitionMapping("seed", dg.IdentityPartitionMapping())}))])
 def second_round_scores(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftStorage,
                         pipes_client: dg.ResourceParam[dg.PipesClient]):
     """A second round from one method's checkpoint (paper Table 11: SFT, DFT, RIFT): sample a new buffer from it,
     label it, train RIFT starting from it, and score both it and the result with Mean@3 / Pass@3."""
-    import polars as pl
-    from rift_core.stats import buffer_table, mixed_table
-
     source, seed = keys(context)["source"], int(keys(context)["seed"])
     p = rift.load()
     check_selected(source, p.experiments.second_round_from, "second-round source", p)
@@ -269,30 +250,27 @@ def second_round_scores(context: dg.AssetExecutionContext, rift: RunProfile, sto
     sample(context, rift, pipes_client, p, str(start_from), storage.root(p.name) / "problems.parquet",
            work / "chunks", work / "rollouts.parquet", seed_offset=1000 + seed)
     labels = label(context, rift, p, pl.read_parquet(work / "rollouts.parquet")).with_columns(pl.lit(source).alias("model"))
-    storage.write(labels, p.name, str((work / "labels.parquet").relative_to(storage.root(p.name))))
     stats = buffer_table(labels).join(mixed_table(labels).drop("num"), on=["model", "dataset"])
-    storage.write(stats.with_columns(pl.lit(seed).alias("seed")), p.name,
-                  f"experiments/second_round/buffers/{source}-seed{seed}.parquet")
     small_k = p.experiments.small_k
     before, _, _ = score(context, rift, storage, pipes_client, p, str(start_from), work / "eval_before", seed, k=small_k)
     after, metadata = train_rift_and_score(context, rift, storage, pipes_client, p, str(start_from), labels,
                                                     work, seed, f"{source} + RIFT", k=small_k)
     scores = pl.concat([before.with_columns(pl.lit(source).alias("model")), after], how="diagonal_relaxed")
-    storage.write(scores.with_columns(pl.lit(source).alias("source")), p.name,
-                  f"experiments/second_round/scores/{source}-seed{seed}.parquet")
-    storage.publish_views(p.name)
+    name = f"{source}-seed{seed}.parquet"
+    storage.store(context, p.name, {
+        f"experiments/second_round/scores/{name}": scores.with_columns(pl.lit(source).alias("source")),
+        f"experiments/second_round/buffers/{name}": stats.with_columns(pl.lit(seed).alias("seed")),
+        work / "labels.parquet": labels})
     yield dg.MaterializeResult(metadata={**metadata, "buffer": dg.MetadataValue.md(to_markdown(stats)),
                                          **table_metadata(scores)})
 
 
-@dg.asset(group_name=GROUP, partitions_def=round_partitions, deps=[round_checkpoint, benchmarks],
+@dg.asset(group_name=GROUP, partitions_def=round_partitions, deps=[iteration.round_checkpoint, evaluation.benchmarks],
           kinds={"pytorch", "parquet"}, pool="compute")
 def round_scores(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftStorage,
                  pipes_client: dg.ResourceParam[dg.PipesClient]) -> dg.MaterializeResult:
     """Mean@k / Pass@k of one regeneration round's checkpoint, scored like `benchmark_scores` (first replicate
     seed), so the iterative protocol shows its effect, not only its training. SQL view `round_scores`."""
-    import polars as pl
-
     key, p = context.partition_key, rift.load()
     ckpt = round_dir(storage, p, key) / "checkpoint"
     if not (ckpt / "rift_run.json").exists():
@@ -300,8 +278,7 @@ def round_scores(context: dg.AssetExecutionContext, rift: RunProfile, storage: R
     seed = p.experiment_seeds[0]
     scores, metadata, _ = score(context, rift, storage, pipes_client, p, str(ckpt), round_dir(storage, p, key) / "eval", seed)
     scores = scores.with_columns(pl.lit(f"round {key}").alias("model"))
-    storage.write(scores, p.name, f"rounds/round={key}/scores.parquet")
-    storage.publish_views(p.name)
+    storage.store(context, p.name, {f"rounds/round={key}/scores.parquet": scores})
     return dg.MaterializeResult(metadata={**metadata, **table_metadata(scores),
                                           "avg_mean_at_k": round(100 * float(scores["mean_at_k"].mean()), 2)})
 
@@ -312,8 +289,6 @@ def round_scores(context: dg.AssetExecutionContext, rift: RunProfile, storage: R
 def efficiency_rows(storage: RiftStorage, p):
     """Per method and seed: peak training memory, median step time and wall time (from each checkpoint's
     rift_run.json) with that checkpoint's Avg Mean@k."""
-    import polars as pl
-
     scores = read_scores(storage, p)
     if scores is None:
         raise dg.Failure("no benchmark_scores are materialised yet")
@@ -327,25 +302,20 @@ def efficiency_rows(storage: RiftStorage, p):
     return pl.DataFrame(rows).join(avg.rename({"model": "method"}), on=["method", "seed"], how="left")
 
 
-@dg.asset(group_name=GROUP, deps=[checkpoints, benchmark_scores], kinds={"duckdb"})
+@dg.asset(group_name=GROUP, deps=[training.checkpoints, evaluation.benchmark_scores], kinds={"duckdb"})
 def efficiency(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftStorage) -> dg.MaterializeResult:
     """The paper's Table 7 (peak training memory, step time and Avg Mean@k per method; view `table7`, a row per
     method and seed) and Figure 1 (accuracy against peak memory, one point per method with its seed spread). On a
     CPU the memory is the training process's peak RSS (`peak_memory_source`), on a GPU CUDA's peak allocation."""
-    import polars as pl
-    from rift_core.figures import accuracy_vs_memory, markdown_image, save_png
-
     p = rift.load()
     rows = efficiency_rows(storage, p)
-    storage.write(rows, p.name, "experiments/efficiency.parquet")
     summary = (rows.group_by("method")
                .agg(pl.col("peak_memory_gb").mean(), pl.col("step_seconds_median").mean(),
                     pl.col("avg_mean_at_k").mean().alias("mean"), pl.col("avg_mean_at_k").std().alias("std"),
                     pl.len().alias("seeds"))
                .sort(pl.col("method").cast(pl.Enum(MODELS))))
     fig = accuracy_vs_memory(summary, title="Figure 1: accuracy against peak training memory")
-    save_png(fig, storage.root(p.name) / "report" / "figure1.png")
-    storage.publish_views(p.name)
+    storage.store(context, p.name, {"experiments/efficiency.parquet": rows, f"report/{FIGURE1}": fig})
     return dg.MaterializeResult(metadata={
         "table7": dg.MetadataValue.md(to_markdown(summary.with_columns(pl.col(pl.Float64).round(3)))),
         "figure1": dg.MetadataValue.md(markdown_image(fig, "Figure 1: accuracy against peak memory")),

@@ -5,14 +5,15 @@ import time
 from pathlib import Path
 
 import dagster as dg
-from rift_core.stats import to_markdown
+import polars as pl
+from rift_core.stats import buffer_table, mixed_table, to_markdown
 
-from rift_dagster.defs import checks
+from rift_dagster import checks
+from rift_dagster.defs import problems, training
 from rift_dagster.defs.generation import sample
-from rift_dagster.defs.problems import seed_problems
 from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash, writing
 from rift_dagster.defs.rewards import label, label_metadata, short_models
-from rift_dagster.defs.training import checkpoints, train
+from rift_dagster.defs.training import train
 
 round_partitions = dg.DynamicPartitionsDefinition(name="round")
 
@@ -40,7 +41,7 @@ def source_model(storage: RiftStorage, profile, key: str) -> Path:
 @dg.asset(
     group_name="iteration", partitions_def=round_partitions, kinds={"pytorch", "parquet"}, pool="compute",
     # reads the RIFT checkpoint of the first replicate seed (seeds are dynamic: no fixed key to name here)
-    deps=[seed_problems, dg.AssetDep(checkpoints, partition_mapping=dg.AllPartitionMapping())],
+    deps=[problems.seed_problems, dg.AssetDep(training.checkpoints, partition_mapping=dg.AllPartitionMapping())],
 )
 def round_rollouts(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftStorage,
                    pipes_client: dg.ResourceParam[dg.PipesClient]) -> dg.MaterializeResult:
@@ -55,8 +56,7 @@ def round_rollouts(context: dg.AssetExecutionContext, rift: RunProfile, storage:
     # a round-specific seed: fresh samples each round, reproducible per round
     metadata = sample(context, rift, pipes_client, p, str(model), storage.root(p.name) / "problems.parquet",
                       out / "chunks", path, seed_offset=int(key))
-    storage.record_run(context, p.name, path=path, source_model=model, checkpoint_hash=file_hash(model))
-    storage.publish_views(p.name)
+    storage.store(context, p.name, output=path, source_model=model, checkpoint_hash=file_hash(model))
     return dg.MaterializeResult(metadata={**metadata, "source_model": dg.MetadataValue.path(str(model))})
 
 
@@ -66,18 +66,14 @@ def round_rollouts(context: dg.AssetExecutionContext, rift: RunProfile, storage:
 )
 def round_labels(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftStorage):
     """Reward labels of one round, with Table 1 / Table 4 for it."""
-    import polars as pl
-    from rift_core.stats import buffer_table, mixed_table
-
     key = context.partition_key
     p = rift.load()
     start = time.time()
-    with writing(context, rift, round_dir(storage, p, key) / "labels.parquet"):
+    path = round_dir(storage, p, key) / "labels.parquet"
+    with writing(context, rift, path):
         roll = pl.read_parquet(round_dir(storage, p, key) / "rollouts.parquet")
         labels = label(context, rift, p, roll)
-        path = storage.write(labels, p.name, f"rounds/round={key}/labels.parquet")
-    storage.record_run(context, p.name, path=path, buffer_hash=file_hash(path))
-    storage.publish_views(p.name)
+        storage.store(context, p.name, {path: labels}, hash_as="buffer_hash")
     yield dg.MaterializeResult(metadata={
         **label_metadata(labels, path, time.time() - start),
         "table1": dg.MetadataValue.md(to_markdown(short_models(buffer_table(labels)))),
@@ -101,10 +97,8 @@ def round_checkpoint(context: dg.AssetExecutionContext, rift: RunProfile, storag
     start = time.time()
     metadata, results = train(context, rift, pipes_client, p, "rift", str(model), out / "labels.parquet",
                               out / "checkpoint")
-    digest = file_hash(out / "checkpoint")
-    storage.record_run(context, p.name, path=out / "checkpoint", checkpoint_hash=digest,
-                       buffer_hash=file_hash(out / "labels.parquet"), source_model=model, method="rift")
-    storage.publish_views(p.name)
+    digest = storage.store(context, p.name, output=out / "checkpoint", hash_as="checkpoint_hash",
+                           buffer_hash=file_hash(out / "labels.parquet"), source_model=model, method="rift")
     yield dg.MaterializeResult(metadata={
         **metadata, "checkpoint_hash": digest, "source_model": dg.MetadataValue.path(str(model)),
         "duration_s": round(time.time() - start, 2),

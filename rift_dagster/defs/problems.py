@@ -4,9 +4,11 @@ import warnings
 from dataclasses import asdict
 
 import dagster as dg
+from rift_core.data import SkippedRowsWarning, load_problems
 from rift_core.stats import to_markdown
+from rift_core.base_policy import ensure_base_policy, read_calibration
 
-from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash, read_json, table_metadata, write_json
+from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash, read_json, table_metadata
 
 # Partition keys that come from the profile, registered by `seed_problems` (and `make demo`), so that every key
 # in the UI is one the profile selects: replicate seeds of training and evaluation, and the experiments' variants
@@ -25,8 +27,6 @@ seed_partitions = DYNAMIC["seed"]
 def seed_problems(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftStorage) -> dg.MaterializeResult:
     """The profile's seed problems with reference answers (paper: 3,000 random MATH problems). Also registers the
     profile's replicate seeds and experiment variants as partition keys (PROFILE_PARTITIONS)."""
-    from rift_core.data import SkippedRowsWarning, load_problems
-
     p = rift.load()
     start = time.time()
     with warnings.catch_warnings(record=True) as caught:
@@ -36,18 +36,15 @@ def seed_problems(context: dg.AssetExecutionContext, rift: RunProfile, storage: 
     skipped = [row for w in caught if isinstance(w.message, SkippedRowsWarning) for row in w.message.rows]
     for row in skipped:
         context.log.warning(f"skipped seed row: {row}")
-    path = storage.write(df, p.name, "problems.parquet")
+    digest = storage.store(context, p.name, {"problems.parquet": df}, hash_as="content_hash")
     register_partitions(context.instance, p)
-    digest = file_hash(path)
-    storage.record_run(context, p.name, path=path, content_hash=digest)
-    storage.publish_views(p.name)
     return dg.MaterializeResult(
         metadata={
             **table_metadata(df),
             "source": p.seeds,
             "skipped_rows": len(skipped),
             "with_solution": int(df["solution"].is_not_null().sum()),
-            "path": dg.MetadataValue.path(str(path)),
+            "path": dg.MetadataValue.path(str(storage.root(p.name) / "problems.parquet")),
             "content_hash": digest,
             "duration_s": round(time.time() - start, 2),
             "preview": dg.MetadataValue.md(to_markdown(df.head(5).select("problem_id", "question", "answer"))),
@@ -64,17 +61,14 @@ def base_model(context: dg.AssetExecutionContext, rift: RunProfile, storage: Rif
     start = time.time()
     calibration = {}
     if p.base_model == "toy":
-        from rift_core.base_policy import ensure_base_policy, read_calibration
-
         path = str(ensure_base_policy(storage.toy_policies(), **asdict(p.toy_config())))
         calibration = {f"calibration/{k}": v for k, v in (read_calibration(path) or {}).items()
                        if isinstance(v, (int, float, str, bool))}  # step reached, %Pos/%Mixed, torch, threads
     else:
         path = p.base_model
     digest = file_hash(path)
-    write_json(storage.root(p.name) / "base_model.json", {"path": path, "hash": digest})
-    storage.record_run(context, p.name, path=path, base_model_hash=digest)
-    storage.publish_views(p.name)
+    storage.store(context, p.name, {"base_model.json": {"path": path, "hash": digest}}, output=path,
+                  base_model_hash=digest)
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(path),

@@ -1,10 +1,11 @@
 """Resources a user edits in the Launchpad: which run profile, how steps are launched, where data lives.
 
-Storage design (DESIGN.md section 4): every asset writes Parquet by atomic rename under
-`<data_dir>/<profile>/`, and the DuckDB file users open, `<data_dir>/<profile>/rift.duckdb`, holds
-only VIEWs over those files. The views are published as a fresh database file renamed over the old
-one, so the pipeline never needs a write lock on a file a user has open: an open read-only (or even
-read-write) SQL session keeps working and its views read the new Parquet files on the next query.
+Storage design (DESIGN.md section 4): every asset writes Parquet by atomic rename under `<data_dir>/<profile>/`,
+and the DuckDB file users open, `<data_dir>/<profile>/rift.duckdb`, holds only VIEWs over those files. The views
+are published as a fresh database file renamed over the old one, so the pipeline never needs a write lock on a file
+a user has open: an open read-only (or even read-write) SQL session keeps working and its views read the new Parquet
+files on the next query. `RiftStorage.store` is the one call an asset makes for all of it: its files, its lineage
+row, the views.
 """
 import hashlib
 import json
@@ -13,11 +14,18 @@ import re
 import shlex
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import dagster as dg
-from rift_core.io import tmp_beside
+import duckdb
+import polars as pl
+from rift_core import locks
+from rift_core.figures import save_png
+from rift_core.io import tmp_beside, write_parquet_atomic
 from rift_core.rewards import DEFAULT_TIMEOUT_S
+
+from rift_dagster.worker import run_in_process
 
 # view name -> (path glob under the profile folder, hive partitioning)
 VIEWS = {
@@ -70,7 +78,7 @@ class RunProfile(dg.ConfigurableResource):
     wait_for_lock: bool = False
 
     def load(self):
-        from rift_core.profiles import load_profile
+        from rift_core.profiles import load_profile  # imports torch (the trainer's config): only when a run needs it
 
         return load_profile(self.profile)
 
@@ -85,8 +93,6 @@ class InProcessPipesClient(dg.PipesClient):
     the same extras, logs, metadata and checks as a subprocess, without the start-up cost (fast tests)."""
 
     def run(self, *, context, extras=None, command=None, **_):
-        from rift_dagster.worker import run_in_process
-
         with dg.open_pipes_session(context=context, extras=extras, context_injector=dg.PipesTempFileContextInjector(),
                                    message_reader=dg.PipesTempFileMessageReader()) as session:
             run_in_process(session.get_bootstrap_env_vars())
@@ -113,8 +119,6 @@ def run_step(context, rift: RunProfile, pipes_client: dg.PipesClient, step: str,
 def writing(context, rift: RunProfile, path: Path):
     """Hold the lock of an output this asset writes in its own process (rift_core.locks): one writer per output,
     the owner record naming this run."""
-    from rift_core import locks
-
     return locks.hold(path, wait=rift.wait_for_lock, run_id=context.run.run_id, log=context.log.info)
 
 
@@ -166,14 +170,25 @@ class RiftStorage(dg.ConfigurableResource):
         return self.root(profile) / "rift.duckdb"
 
     def write(self, df, profile: str, relpath: str) -> Path:
-        from rift_core.io import write_parquet_atomic
-
         return write_parquet_atomic(df, self.root(profile) / relpath)
 
-    def record_run(self, context, profile: str, **fields) -> None:
-        """Append one lineage row (the `runs` view): which inputs, by hash, made which output."""
-        import polars as pl
+    def store(self, context, profile: str, files: Mapping[str | Path, object] | None = None, *,
+              output: str | os.PathLike | None = None, hash_as: str | None = None, **lineage) -> str | None:
+        """What every asset does with its results: write `files` ({path, a relative one under the profile's folder:
+        a value `write_file` writes}), each by atomic rename; append the lineage row (view `runs`) naming `output`
+        (default: the first file) with the `lineage` fields, and with `output`'s own hash under the name `hash_as`
+        if given; then publish the SQL views. Returns that hash (None without `hash_as`)."""
+        written = [write_file(value, self.root(profile) / relpath) for relpath, value in (files or {}).items()]
+        if output is None and not written:
+            raise ValueError("store() needs the files to write or the `output` a step wrote itself")
+        output = written[0] if output is None else output
+        digest = file_hash(output) if hash_as else None
+        self._record_run(context, profile, path=output, **({hash_as: digest} if hash_as else {}), **lineage)
+        self.publish_views(profile)
+        return digest
 
+    def _record_run(self, context, profile: str, **fields) -> None:
+        """Append one lineage row (the `runs` view): which inputs, by hash, made which output."""
         partition = context.partition_key if context.has_partition_key else ""
         row = {
             "asset": context.asset_key.to_user_string(),
@@ -188,8 +203,6 @@ class RiftStorage(dg.ConfigurableResource):
 
     def publish_views(self, profile: str) -> Path:
         """Write a fresh catalog of views over the Parquet files that exist, then rename it into place."""
-        import duckdb
-
         root = self.root(profile)
         db = self.db_path(profile)
         tmp = tmp_beside(db)
@@ -210,8 +223,6 @@ class RiftStorage(dg.ConfigurableResource):
 
 def read_parquets(folder: Path, pattern: str = "*.parquet"):
     """Every Parquet file under `folder` matching `pattern`, as one frame (columns unioned by name), or None."""
-    import polars as pl
-
     files = sorted(Path(folder).glob(pattern))
     return pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed") if files else None
 
@@ -244,10 +255,24 @@ def read_json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def write_json(path: Path, obj: dict) -> None:
+def write_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_beside(path)
-    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.write_text(text)
     os.replace(tmp, path)
+    return path
+
+
+def write_file(value, path: Path) -> Path:
+    """`value` written to `path` by atomic rename: a polars frame as Parquet, a dict as JSON, a str as text, else a
+    figure as PNG."""
+    if isinstance(value, pl.DataFrame):
+        return write_parquet_atomic(value, path)
+    if isinstance(value, dict):
+        return write_text(path, json.dumps(value, indent=1))
+    if isinstance(value, str):
+        return write_text(path, value)
+    return save_png(value, path)
 
 
 def rift_resources(profile: str | None = None, data_dir: str | None = None, out_of_process: bool = True) -> dict:

@@ -2,18 +2,18 @@
 import time
 
 import dagster as dg
-from rift_core.stats import to_markdown
+import polars as pl
+from rift_core.rewards import assign_rewards, label_rollouts
+from rift_core.stats import buffer_table, k_ablation_table, mixed_table, to_markdown
 
-from rift_dagster.defs import checks
-from rift_dagster.defs.generation import rollouts
+from rift_dagster import checks
+from rift_dagster.defs import generation
 from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash, table_metadata, writing
 from rift_dagster.worker import progress_logger
 
 
 def label(context, rift: RunProfile, profile, rollouts_df):
     """Grade in worker processes of this run, with progress lines in the run's log."""
-    from rift_core.rewards import assign_rewards, label_rollouts
-
     labels = label_rollouts(rollouts_df, workers=rift.label_workers, timeout_s=rift.label_timeout_s,
                             on_progress=progress_logger(context.log.info))
     return assign_rewards(labels, **profile.rewards.model_dump())
@@ -21,13 +21,10 @@ def label(context, rift: RunProfile, profile, rollouts_df):
 
 def short_models(table):
     """The table with each model path cut to its last component, so the UI's narrow metadata column fits."""
-    import polars as pl
-
     return table.with_columns(pl.col("model").str.strip_chars_end("/").str.split("/").list.last())
 
 
 def label_metadata(labels, path, seconds: float) -> dict:
-
     status = labels.group_by("status").len().sort("status")
     return {
         **table_metadata(labels),
@@ -41,27 +38,23 @@ def label_metadata(labels, path, seconds: float) -> dict:
 
 
 @dg.asset(
-    group_name="rewards", deps=[rollouts], kinds={"parquet"},
+    group_name="rewards", deps=[generation.rollouts], kinds={"parquet"},
     check_specs=[dg.AssetCheckSpec("labels_complete", asset="reward_labels"),
                  dg.AssetCheckSpec("extraction_failure_rate", asset="reward_labels")],
 )
 def reward_labels(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftStorage):
     """Each rollout graded against its reference answer with math-verify, then given the profile's
     reward (paper: +1.0 correct, -0.2 incorrect; or a group-normalised scheme)."""
-    import polars as pl
-
     p = rift.load()
     root = storage.root(p.name)
     start = time.time()
     with writing(context, rift, root / "labels.parquet"):
         roll = pl.read_parquet(root / "rollouts.parquet")
         labels = label(context, rift, p, roll)
-        path = storage.write(labels, p.name, "labels.parquet")
-    digest = file_hash(path)
-    storage.record_run(context, p.name, path=path, buffer_hash=digest, rollouts_hash=file_hash(root / "rollouts.parquet"))
-    storage.publish_views(p.name)
+        digest = storage.store(context, p.name, {"labels.parquet": labels}, hash_as="buffer_hash",
+                               rollouts_hash=file_hash(root / "rollouts.parquet"))
     yield dg.MaterializeResult(
-        metadata={**label_metadata(labels, path, time.time() - start), "buffer_hash": digest,
+        metadata={**label_metadata(labels, root / "labels.parquet", time.time() - start), "buffer_hash": digest,
                   **{f"reward_{k}": v for k, v in p.rewards.model_dump().items()}},
         data_version=dg.DataVersion(digest),
     )
@@ -76,9 +69,6 @@ def reward_labels(context: dg.AssetExecutionContext, rift: RunProfile, storage: 
 def buffer_stats(context: dg.AssetExecutionContext, rift: RunProfile, storage: RiftStorage):
     """The paper's Table 1 (#Num, #Total, #Pos, #Neg, %Pos), Table 4 (problems whose K responses mix
     correct and incorrect) and Tables 9/10 (the same for the first k samples)."""
-    import polars as pl
-    from rift_core.stats import buffer_table, k_ablation_table, mixed_table
-
     p = rift.load()
     root = storage.root(p.name)
     labels = pl.read_parquet(root / "labels.parquet")
@@ -86,16 +76,13 @@ def buffer_stats(context: dg.AssetExecutionContext, rift: RunProfile, storage: R
     k = int(labels["sample_idx"].max()) + 1
     ks = [n for n in (1, 2, 4, 8, 16, 32) if n < k] + [k]
     ablation = k_ablation_table(labels, ks)
-    storage.write(table1, p.name, "buffer_stats.parquet")
-    storage.write(table4, p.name, "mixed_stats.parquet")
-    storage.write(ablation, p.name, "k_ablation.parquet")
-    storage.record_run(context, p.name, path=root / "buffer_stats.parquet", buffer_hash=file_hash(root / "labels.parquet"))
-    db = storage.publish_views(p.name)
+    storage.store(context, p.name, {"buffer_stats.parquet": table1, "mixed_stats.parquet": table4,
+                                     "k_ablation.parquet": ablation}, buffer_hash=file_hash(root / "labels.parquet"))
     yield dg.MaterializeResult(metadata={
         "table1": dg.MetadataValue.md(to_markdown(short_models(table1))),
         "table4": dg.MetadataValue.md(to_markdown(short_models(table4))),
         "k_ablation": dg.MetadataValue.md(to_markdown(short_models(ablation))),
-        "duckdb": dg.MetadataValue.path(str(db)),
+        "duckdb": dg.MetadataValue.path(str(storage.db_path(p.name))),
         **table_metadata(table1),
     })
     yield checks.as_result(checks.stats_match_labels(labels, table1, table4, root / "labels.parquet"))

@@ -1,18 +1,15 @@
 """Jobs and the regeneration schedule (stopped by default: a user turns it on in the UI)."""
 import dagster as dg
 
-from rift_dagster.defs.evaluation import benchmarks
-from rift_dagster.defs.generation import rollouts
-from rift_dagster.defs.iteration import round_checkpoint, round_labels, round_partitions, round_rollouts
-from rift_dagster.defs.problems import base_model, seed_problems
-from rift_dagster.defs.rewards import buffer_stats, reward_labels
+from rift_dagster.defs import evaluation, generation, iteration, problems, rewards
 
 buffer_job = dg.define_asset_job(
-    "buffer_job", selection=[seed_problems, base_model, rollouts, reward_labels, buffer_stats, benchmarks],
+    "buffer_job", selection=[problems.seed_problems, problems.base_model, generation.rollouts, rewards.reward_labels,
+               rewards.buffer_stats, evaluation.benchmarks],
     description="Seed problems to buffer statistics, and the benchmark sets (everything unpartitioned).",
 )
 regeneration_job = dg.define_asset_job(
-    "regeneration_job", selection=[round_rollouts, round_labels, round_checkpoint],
+    "regeneration_job", selection=[iteration.round_rollouts, iteration.round_labels, iteration.round_checkpoint],
     description="One round of the iterative protocol: sample from the latest RIFT checkpoint, label, retrain.",
 )
 
@@ -20,13 +17,13 @@ regeneration_job = dg.define_asset_job(
 def next_round(instance) -> str:
     """The round to run: the newest one if it has no checkpoint yet (a failed or unfinished round is
     retried, never skipped), else a new one."""
-    keys = sorted((int(k) for k in instance.get_dynamic_partitions(round_partitions.name)), reverse=True)
+    keys = sorted((int(k) for k in instance.get_dynamic_partitions(iteration.round_partitions.name)), reverse=True)
     if keys:
-        done = instance.get_materialized_partitions(round_checkpoint.key)
+        done = instance.get_materialized_partitions(iteration.round_checkpoint.key)
         if str(keys[0]) not in done:
             return str(keys[0])
     key = str((keys[0] if keys else 0) + 1)
-    instance.add_dynamic_partitions(round_partitions.name, [key])
+    instance.add_dynamic_partitions(iteration.round_partitions.name, [key])
     return key
 
 

@@ -6,15 +6,15 @@ from dataclasses import asdict
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 from rift_core import methods
 
-from rift_dagster.defs.problems import base_model, base_model_info, seed_partitions, seed_problems
+from rift_dagster.defs import problems, rewards
 from rift_dagster.defs.resources import RiftStorage, RunProfile, file_hash, run_step
-from rift_dagster.defs.rewards import reward_labels
 
 METHODS = list(methods.METHODS)
 checkpoint_partitions = dg.MultiPartitionsDefinition(
-    {"method": dg.StaticPartitionsDefinition(METHODS), "seed": seed_partitions})
+    {"method": dg.StaticPartitionsDefinition(METHODS), "seed": problems.seed_partitions})
 
 
 def partition(context, first: str) -> tuple[str, int]:
@@ -26,10 +26,8 @@ def partition(context, first: str) -> tuple[str, int]:
 def write_train_data(storage: RiftStorage, profile, method: str, labels, relpath: str) -> tuple[Path, int]:
     """`method`'s training frame from the profile's problems and `labels`, written to `relpath` (under the profile's
     folder): its path and row count."""
-    import polars as pl
-
-    problems = pl.read_parquet(storage.root(profile.name) / "problems.parquet")
-    data = methods.get(method).buffer_rows(problems, labels)
+    seeds = pl.read_parquet(storage.root(profile.name) / "problems.parquet")
+    data = methods.get(method).buffer_rows(seeds, labels)
     return storage.write(data, profile.name, relpath), len(data)
 
 
@@ -37,8 +35,6 @@ def train(context, rift: RunProfile, pipes_client: dg.PipesClient, profile, meth
           data_path: Path, out_dir: Path, seed: int | None = None, **overrides) -> tuple[dict, list]:
     """Train one method out of process (replicate `seed`; TrainConfig `overrides`); the same `out_dir` resumes
     from its last checkpoint. Returns the child's metadata and checks."""
-    import polars as pl
-
     cfg = profile.train_config(method, model, str(out_dir), seed=seed, **overrides)
     spec = methods.get(method)
     try:  # cheap, before any process starts: a buffer this method cannot learn from fails just this partition
@@ -53,7 +49,8 @@ def train(context, rift: RunProfile, pipes_client: dg.PipesClient, profile, meth
 
 
 @dg.asset(
-    group_name="training", partitions_def=checkpoint_partitions, deps=[reward_labels, seed_problems, base_model],
+    group_name="training", partitions_def=checkpoint_partitions,
+    deps=[rewards.reward_labels, problems.seed_problems, problems.base_model],
     kinds={"pytorch"}, pool="compute",
     check_specs=[dg.AssetCheckSpec("loss_finite", asset="checkpoints"),
                  dg.AssetCheckSpec("checkpoint_loadable", asset="checkpoints")],
@@ -63,22 +60,18 @@ def checkpoints(context: dg.AssetExecutionContext, rift: RunProfile, storage: Ri
     """The base model fine-tuned with one method: SFT/DFT on ground-truth solutions, RFT on the positive
     samples, DPO on (response, ground truth) pairs, KTO on unpaired right/wrong samples, RIFT and the naive
     reward-weighted NLL on all samples. Each replicate seed changes the data order and initialisation noise."""
-    import polars as pl
-
     method, seed = partition(context, "method")
     p = rift.load()
     root = storage.root(p.name)
-    base = base_model_info(storage, p)
+    base = problems.base_model_info(storage, p)
     data_path, n_rows = write_train_data(storage, p, method, pl.read_parquet(root / "labels.parquet"),
                                          f"train_data/{method}.parquet")
     out_dir = storage.checkpoint_dir(p.name, method, seed)
     start = time.time()
     metadata, results = train(context, rift, pipes_client, p, method, base["path"], data_path, out_dir, seed=seed)
-    ckpt_hash = file_hash(out_dir)
     buffer_hash = file_hash(root / "labels.parquet")
-    storage.record_run(context, p.name, path=out_dir, checkpoint_hash=ckpt_hash, buffer_hash=buffer_hash,
-                       base_model_hash=base["hash"], method=method, seed=seed)
-    storage.publish_views(p.name)
+    ckpt_hash = storage.store(context, p.name, output=out_dir, hash_as="checkpoint_hash", buffer_hash=buffer_hash,
+                              base_model_hash=base["hash"], method=method, seed=seed)
     yield dg.MaterializeResult(
         metadata={**metadata, "checkpoint_hash": ckpt_hash, "buffer_hash": buffer_hash,
                   "base_model_hash": base["hash"], "training_rows": n_rows,

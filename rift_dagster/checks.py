@@ -7,13 +7,15 @@ a `dg.AssetCheckResult` where the asset's own process reports it.
 """
 import math
 
+from rift_core.stats import TABLE1_SQL, TABLE4_SQL
+
 
 def check(check_name: str, passed: bool, metadata: dict, severity: str = "ERROR") -> dict:
     return {"check_name": check_name, "passed": bool(passed), "severity": severity, "metadata": metadata}
 
 
 def as_result(result: dict):
-    import dagster as dg
+    import dagster as dg  # here only: the Pipes child imports this module and never dagster
 
     return dg.AssetCheckResult(check_name=result["check_name"], passed=result["passed"],
                                severity=dg.AssetCheckSeverity(result["severity"]), metadata=result["metadata"])
@@ -61,7 +63,6 @@ def _same(a, b) -> bool:
 def stats_match_labels(labels, table1, table4, labels_path) -> dict:
     """The polars statistics equal the README's SQL queries run on the stored labels."""
     import duckdb
-    from rift_core.stats import TABLE1_SQL, TABLE4_SQL
 
     con = duckdb.connect()
     try:
@@ -82,7 +83,7 @@ def loss_finite(run: dict) -> dict:
 
 def checkpoint_loadable(path) -> dict:
     """The checkpoint loads with from_pretrained (model and tokenizer), as any user would load it."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy: only where a checkpoint is checked
 
     try:
         model = AutoModelForCausalLM.from_pretrained(path)
