@@ -63,8 +63,6 @@ def test_partitions_are_method_by_replicate_seed_and_scores_read_the_same_method
         assert list(upstream.partitions_subset.get_partition_keys()) == [dg.MultiPartitionKey({"method": "rift", "seed": "2"})]
     schedule = defs.resolve_schedule_def("regeneration_schedule")
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
-    schedule = defs.resolve_schedule_def("regeneration_schedule")
-    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
 
 
 def test_schedule_starts_a_new_round_only_after_the_last_one_finished():
@@ -110,25 +108,26 @@ def test_open_sql_session_never_fails_a_run(tmp_path):
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
     )
     try:
-        shell.stdin.write("SELECT count(*) AS n_problems FROM problems;\n")
+        shell.stdin.write("SELECT 'n_problems=' || count(*) AS answer FROM problems;\n")
         shell.stdin.flush()
         # the session is open (and holds its read-only lock) before the next run starts
         lines = queue.Queue()
         threading.Thread(target=lambda: [lines.put(line) for line in shell.stdout], daemon=True).start()
         out = ""
         deadline = time.time() + 30
-        while time.time() < deadline and "12" not in out:
+        while time.time() < deadline and "n_problems=12" not in out:
             try:
                 out += lines.get(timeout=1)
             except queue.Empty:
                 pass
-        assert "12" in out, out
+        assert "n_problems=12" in out, out
 
         write_profile(tmp_path / "sqltest.yaml", n_seeds=30)
         result = dg.materialize(assets, selection=["seed_problems", "benchmarks"], resources=resources(profile, str(data)))
         assert result.success
 
-        shell.stdin.write("SELECT count(*) AS n_problems FROM problems;\nSELECT count(*) AS n_bench FROM benchmark_problems;\n.quit\n")
+        shell.stdin.write("SELECT 'n_problems=' || count(*) AS answer FROM problems;\n"
+                          "SELECT 'n_bench=' || count(*) AS answer FROM benchmark_problems;\n.quit\n")
         shell.stdin.flush()
         shell.stdin.close()
         shell.wait(timeout=60)
@@ -138,7 +137,7 @@ def test_open_sql_session_never_fails_a_run(tmp_path):
         if shell.poll() is None:
             shell.kill()
     assert shell.returncode == 0, rest
-    assert "30" in rest and "error" not in rest.lower(), rest  # the open session reads the new problems
+    assert "n_problems=30" in rest and "n_bench=5" in rest and "error" not in rest.lower(), rest  # the open session reads the new problems and the new view
     # a fresh session sees the view added by the second run
     con = duckdb.connect(str(db), read_only=True)
     assert con.execute("SELECT count(*) FROM benchmark_problems").fetchone()[0] == 5
@@ -188,9 +187,8 @@ def test_one_label_deadline_everywhere():
     from rift_dagster.defs.resources import RunProfile
 
     assert RunProfile().label_timeout_s == rewards.DEFAULT_TIMEOUT_S
-    for main in (label_command.main, evaluate_command.main):
-        with pytest.raises(SystemExit):
-            main(["--help"])
+    assert label_command.build_parser().parse_args(["--rollouts", "r", "--out", "o"]).timeout_s == rewards.DEFAULT_TIMEOUT_S
+    assert evaluate_command.EvaluateArgs(model="m").timeout_s is None  # None: evaluate() falls back to the default
     import inspect
 
     for fn in (rewards.label_rollouts, rewards.check_references, evaluate.evaluate):

@@ -141,7 +141,7 @@ def test_calibrated_training_records_its_check_and_is_undisturbed_by_it(tmp_path
     assert record["discarded_steps"] == 2  # trained on while the check's process started and sampled
     assert 0 <= record["pos"] <= 1 and 0 <= record["mixed"] <= 1
     assert record["torch_version"] == torch.__version__ and record["threads"] == torch.get_num_threads()
-    assert record["target_pos"] == [0.0, 1.0] and record["train_seconds"] >= 0
+    assert record["target_pos"] == [0.0, 1.0] and isinstance(record.get("train_seconds"), float)  # recorded, not timed
     assert not (path / ".check").exists()
     plain = base_policy.ensure_base_policy(tmp_path / "p", progress=False, **{**TINY, "steps": 2})
     assert base_policy.read_calibration(plain)["calibrated"] is False
